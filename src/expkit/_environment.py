@@ -1,0 +1,523 @@
+"""The Environment: a persistent, thread-safe mapping of a step's data and records."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._errors import CorruptEnvironmentError, CorruptValueError, NoEnvironmentError, UnpicklableValueError
+from ._journal import Journal, Stored, Update, digest_of
+from ._paths import CURRENT_LINK, check_trusted, default_root, durable_default, repoint, timestamp_name
+from ._process import is_alive
+from ._records import StepRecord
+from ._status import Status
+from ._steps import StepsMixin
+from ._tracking import current_tracker
+
+__all__ = ["Environment"]
+
+_T = TypeVar("_T")
+_UNLOADED: Any = object()
+_EXPORT_TAG = "expkit-environment"
+_EXPORT_VERSION = 1
+# Values of these types cannot change in place, so reading one never makes
+# its key a candidate for re-pickling at the next commit.
+_IMMUTABLE = (str, bytes, int, float, bool, complex, type(None), frozenset)
+_RESULTDIR = "resultdir"
+
+
+class _Slot:
+    """One data key: its live value (maybe not unpickled yet) and its stored form."""
+
+    __slots__ = ("raw", "stored", "value")
+
+    def __init__(self, value: Any = _UNLOADED, stored: Stored | None = None, raw: bytes | None = None) -> None:
+        self.value = value
+        self.stored = stored
+        #: Pickled bytes not yet committed (imported without unpickling).
+        self.raw = raw
+
+
+def _pickle(key: str, value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # noqa: BLE001 - pickle raises many types; all mean "cannot store"
+        raise UnpicklableValueError(key, f"{type(error).__name__}: {error}") from error
+
+
+class Environment(StepsMixin, MutableMapping[str, Any]):
+    """A persistent, thread-safe mapping bound to a result directory.
+
+    Values are pickled one key at a time and unpickled on first access.
+    Changes are kept in memory until committed: by :meth:`dump`, and by every
+    decorated step when it starts and ends. ``Environment()`` makes one that
+    lives in memory only.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._journal: Journal | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._assigned: set[str] = set()
+        self._deleted: set[str] = set()
+        self._touched: set[str] = set()
+        self._steps: dict[str, StepRecord] = {}
+        self._steps_dirty: set[str] = set()
+
+    # -- creating and loading -------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        root: str | os.PathLike[str] = "results",
+        name: str | None = None,
+        *,
+        symlink: bool | str | os.PathLike[str] = True,
+        durable: bool | None = None,
+    ) -> Environment:
+        """Make a new environment in ``root/name`` (default name: a timestamp).
+
+        With ``symlink`` (``True`` means ``./current``) the link is re-pointed
+        to it atomically. An existing environment is never overwritten:
+        :class:`EnvironmentExistsError`.
+        """
+        root_path = Path(root)
+        root_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if name is None:
+            path = _fresh_directory(root_path)
+        else:
+            path = root_path / name
+        journal = Journal.create(path, durable=durable_default(durable))
+        env = cls._bind(journal)
+        if symlink:
+            repoint(CURRENT_LINK if symlink is True else Path(symlink), path)
+        return env
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, durable: bool | None = None, trust: bool = False
+    ) -> Environment:
+        """Load the environment at ``path``: a directory, its ``env`` file, or a link to either.
+
+        ``None`` means ``./current``. Loading never moves ``current``. A step
+        left RUNNING by a process that died is marked INTERRUPTED.
+        """
+        where = Path(path) if path is not None else CURRENT_LINK
+        if path is None and not os.path.lexists(CURRENT_LINK):
+            raise NoEnvironmentError(
+                CURRENT_LINK.absolute(), "no ./current link here; run a step with new=True, or pass env="
+            )
+        directory = where.resolve()
+        if directory.is_file():
+            directory = directory.parent
+        journal = Journal.open(directory, durable=durable_default(durable))
+        try:
+            if not trust:
+                check_trusted(directory, journal.stat_dir())
+                check_trusted(journal.path, journal.stat_journal())
+            env = cls._bind(journal)
+            with env._lock, journal.locked():
+                env._absorb(journal.read_new())
+        except BaseException:
+            journal.close()
+            raise
+        env._mark_interrupted()
+        return env
+
+    @classmethod
+    def load_from_file(cls, path: str | os.PathLike[str]) -> Environment:
+        """EnOSlib's name for :meth:`load`."""
+        return cls.load(path)
+
+    @classmethod
+    def _bind(cls, journal: Journal) -> Environment:
+        env = cls()
+        env._journal = journal
+        weakref.finalize(env, journal.close)
+        return env
+
+    def _mark_interrupted(self) -> None:
+        """RUNNING records whose owner died become INTERRUPTED (and are committed)."""
+        with self._lock:
+            dead = [
+                record
+                for record in self._steps.values()
+                if record.status is Status.RUNNING and (record.owner is None or not is_alive(record.owner))
+            ]
+            if not dead:
+                return
+
+            def still_dead(_changed: set[str]) -> None:
+                for record in dead:
+                    current = self._steps.get(record.name)
+                    if current is not None and current.status is Status.RUNNING and current.owner == record.owner:
+                        self._put_record(current.replace(status=Status.INTERRUPTED))
+
+            self._commit(before=still_dead, label="interrupted")
+
+    # -- where ------------------------------------------------------------
+
+    @property
+    def resultdir(self) -> Path:
+        """The environment's directory, where it is now (also after a move)."""
+        if self._journal is None:
+            raise NoEnvironmentError("<memory>", "this environment lives in memory only (loads/from_file)")
+        return self._journal.directory
+
+    @property
+    def durable(self) -> bool:
+        """Whether commits are fsynced."""
+        return self._journal is not None and self._journal.durable
+
+    # -- the mapping --------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                if key == _RESULTDIR:
+                    return self.resultdir
+                raise KeyError(key)
+            value = slot.value
+            if value is _UNLOADED:
+                value = slot.value = self._unpickle(key, slot)
+            if not isinstance(value, _IMMUTABLE):
+                self._touched.add(key)  # may be mutated in place: re-check at commit
+            tracker = current_tracker()
+            if tracker is not None and tracker.env_id == id(self):
+                tracker.reads.add(key)
+            return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            msg = f"environment keys are strings, not {type(key).__name__}"
+            raise TypeError(msg)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                self._slots[key] = _Slot(value)
+            else:
+                slot.value, slot.raw = value, None
+            self._assigned.add(key)
+            self._deleted.discard(key)
+            tracker = current_tracker()
+            if tracker is not None and tracker.env_id == id(self):
+                tracker.assigned.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            del self._slots[key]
+            self._assigned.discard(key)
+            self._touched.discard(key)
+            self._deleted.add(key)
+            tracker = current_tracker()
+            if tracker is not None and tracker.env_id == id(self):
+                tracker.deleted.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._slots
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._slots))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    def __repr__(self) -> str:
+        where = "memory" if self._journal is None else str(self._journal.directory)
+        return f"<Environment {where}: {len(self)} keys, {len(self._steps)} steps>"
+
+    def _repr_html_(self) -> str:
+        from ._html import environment_html  # noqa: PLC0415 - only notebooks need it
+
+        return environment_html(self)
+
+    def _unpickle(self, key: str, slot: _Slot) -> Any:
+        if slot.raw is not None:
+            data, where = slot.raw, "<memory>"
+        elif slot.stored is not None and self._journal is not None:
+            data, where = self._journal.fetch(slot.stored, key), str(self._journal.path)
+        else:  # pragma: no cover - a slot always has a value or a stored form
+            raise CorruptValueError(key, "<memory>", "no stored form")
+        try:
+            return pickle.loads(data)  # noqa: S301 - the environment's owner was checked at load
+        except Exception as error:  # noqa: BLE001 - any unpickling failure fails only this key
+            raise CorruptValueError(key, where, f"{type(error).__name__}: {error}") from error
+
+    def pickled(self, key: str) -> bytes:
+        """The pickled bytes of ``key``'s value, without unpickling it when stored."""
+        with self._lock:
+            slot = self._slots[key]
+            if slot.raw is not None:
+                return slot.raw
+            if slot.value is _UNLOADED and slot.stored is not None and self._journal is not None:
+                return self._journal.fetch(slot.stored, key)
+            return _pickle(key, slot.value)
+
+    def _set_pickled(self, key: str, data: bytes) -> None:
+        with self._lock:
+            self._slots[key] = _Slot(raw=data, stored=(old.stored if (old := self._slots.get(key)) else None))
+            self._assigned.add(key)
+            self._deleted.discard(key)
+
+    # -- committing -------------------------------------------------------
+
+    def dump(self) -> None:
+        """Commit every change now (atomic; durable unless ``durable=False``)."""
+        self._commit(label="dump")
+
+    def _commit(
+        self,
+        *,
+        sync: bool = True,
+        label: str | None = None,
+        before: Callable[[set[str]], None] | None = None,
+        skip_unpicklable: bool = False,
+    ) -> set[str]:
+        """Merge other processes' commits, then append ours; returns the keys written.
+
+        ``before(changed)`` runs under the lock once the changed keys are
+        known and may raise to abort, or update step records to commit with
+        the data.
+        """
+        with self._lock:
+            journal = self._journal
+            if journal is None:
+                raise NoEnvironmentError("<memory>", "this environment lives in memory only; nothing to commit to")
+            with journal.locked():
+                self._absorb(journal.read_new())
+                data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
+                changed = set(data)
+                if before is not None:
+                    before(changed)
+                steps = {
+                    name: self._steps[name].to_state() if name in self._steps else None
+                    for name in self._steps_dirty
+                }
+                if data or steps:
+                    stored = journal.append(data, steps, label, digests, sync=sync)
+                    for key, item in stored.items():
+                        slot = self._slots[key]
+                        slot.stored, slot.raw = item, None
+                # Unpicklable values skipped on request stay pending: nothing is dropped.
+                self._assigned = set(failed)
+                self._touched.clear()
+                self._deleted.clear()
+                self._steps_dirty.clear()
+                if not sync and journal.durable:
+                    return changed
+                moved = journal.upkeep(
+                    {key: slot.stored for key, slot in self._slots.items() if slot.stored is not None},
+                    {name: record.to_state() for name, record in self._steps.items()},
+                )
+                if moved is not None:
+                    for key, item in moved.items():
+                        self._slots[key].stored = item
+            return changed
+
+    def _collect(
+        self, *, skip_unpicklable: bool
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes], list[str]]:
+        """The keys whose pickled form changed since the last commit, pickled."""
+        data: dict[str, bytes | None] = {}
+        digests: dict[str, bytes] = {}
+        failed: list[str] = []
+        for key in self._deleted:
+            if key not in self._slots:
+                data[key] = None
+        for key in self._assigned | self._touched:
+            slot = self._slots.get(key)
+            if slot is None or (slot.value is _UNLOADED and slot.raw is None):
+                continue
+            try:
+                raw = slot.raw if slot.raw is not None else _pickle(key, slot.value)
+            except UnpicklableValueError:
+                if not skip_unpicklable:
+                    raise
+                failed.append(key)
+                continue
+            digest = digest_of(raw)
+            if slot.stored is not None and slot.stored.digest == digest:
+                continue
+            data[key] = raw
+            digests[key] = digest
+        return data, digests, failed
+
+    def _absorb(self, update: Update) -> None:
+        """Take in other processes' commits; our uncommitted changes win."""
+        mine = self._assigned | self._deleted
+        if update.full:
+            for key in [k for k, s in self._slots.items() if s.stored is not None and k not in update.data]:
+                if key not in mine:
+                    del self._slots[key]
+            for name in [n for n in self._steps if n not in update.steps and n not in self._steps_dirty]:
+                del self._steps[name]
+        for key, stored in update.data.items():
+            if key in mine:
+                continue
+            slot = self._slots.get(key)
+            if stored is None:
+                self._slots.pop(key, None)
+                self._touched.discard(key)
+            elif slot is None:
+                self._slots[key] = _Slot(stored=stored)
+            elif slot.stored is not None and slot.stored.digest == stored.digest:
+                slot.stored = stored  # same value, maybe at a new place (compaction)
+            elif key in self._touched and self._mutated(key, slot):
+                self._assigned.add(key)  # changed here and there: ours is the later write
+                slot.stored = stored
+            else:
+                slot.value, slot.stored, slot.raw = _UNLOADED, stored, None
+                self._touched.discard(key)
+        for name, state in update.steps.items():
+            if name in self._steps_dirty:
+                continue
+            if state is None:
+                self._steps.pop(name, None)
+            else:
+                self._steps[name] = StepRecord.from_state(state)
+
+    def _mutated(self, key: str, slot: _Slot) -> bool:
+        try:
+            raw = _pickle(key, slot.value)
+        except UnpicklableValueError:
+            return True
+        return slot.stored is None or digest_of(raw) != slot.stored.digest
+
+    def refresh(self) -> None:
+        """Take in what other processes committed since this environment was loaded."""
+        with self._lock:
+            if self._journal is not None:
+                with self._journal.locked():
+                    self._absorb(self._journal.read_new())
+
+    # -- whole-environment operations -------------------------------------
+
+    def atomically(self, fn: Callable[[Environment], _T]) -> _T:
+        """Run ``fn(env)`` holding the environment's lock; returns what it returns."""
+        with self._lock:
+            return fn(self)
+
+    def apply(self, update: Mapping[str, Any]) -> None:
+        """Merge a nested mapping into the data, recursively (mappings merge, others replace)."""
+        with self._lock:
+            for key, value in update.items():
+                current = self.get(key)
+                if isinstance(value, Mapping) and isinstance(current, Mapping):
+                    self[key] = _merged(current, value)
+                else:
+                    self[key] = value
+
+    def merge_done_tasks(self, other: Environment) -> None:
+        """Take every DONE step record of ``other``, with the data keys those steps wrote."""
+        with self._lock, other._lock:
+            for name, record in other._steps.items():
+                if record.status is not Status.DONE:
+                    continue
+                self._put_record(record)
+                for key in record.writes:
+                    if key in other._slots:
+                        self._set_pickled(key, other.pickled(key))
+                    elif key in self._slots:
+                        del self[key]
+
+    def dumps(self) -> bytes:
+        """One self-contained pickle of the whole environment (data and step records)."""
+        with self._lock:
+            data = {key: self.pickled(key) for key in self._slots}
+            steps = {name: record.to_state() for name, record in self._steps.items()}
+        return pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, data, steps), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def loads(cls, data: bytes, *, source: str = "<bytes>") -> Environment:
+        """An in-memory environment from :meth:`dumps` output."""
+        try:
+            tag, version, values, steps = pickle.loads(data)  # noqa: S301 - the caller chose to load it
+            if tag != _EXPORT_TAG or version != _EXPORT_VERSION:
+                raise ValueError(f"not an expkit export (tag {tag!r}, version {version!r})")  # noqa: TRY301
+            env = cls()
+            for key, raw in values.items():
+                env._slots[key] = _Slot(raw=raw)
+            env._assigned = set(values)
+            for name, state in steps.items():
+                env._steps[name] = StepRecord.from_state(state)
+            env._steps_dirty = set(steps)
+        except Exception as error:  # noqa: BLE001 - truncated or foreign data: one clear error
+            raise CorruptEnvironmentError(source, f"cannot read an exported environment ({error!r})") from error
+        return env
+
+    def to_file(self, path: str | os.PathLike[str], task_name: str | None = None) -> None:
+        """Export to one file (only step ``task_name``'s record when given); atomic."""
+        if task_name is None:
+            data = self.dumps()
+        else:
+            with self._lock:
+                if task_name not in self._steps:
+                    from ._errors import UnknownStepError  # noqa: PLC0415
+
+                    raise UnknownStepError(task_name, self._steps)
+                state = self._steps[task_name].to_state()
+            data = pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, {}, {task_name: state}))
+        _write_file_atomically(Path(path), data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Environment:
+        """Import a file written by :meth:`to_file` (an in-memory environment)."""
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise NoEnvironmentError(path, "no exported environment there") from None
+        return cls.loads(data, source=str(path))
+
+    def reload_config(self) -> None:
+        """Re-read ``env["config_file"]`` (YAML) into ``env["config"]``, replacing it."""
+        from ._config import load_config  # noqa: PLC0415 - YAML is imported only when used
+
+        with self._lock:
+            path = Path(self["config_file"]).absolute()
+            self["config"] = load_config(path)
+            self["config_file"] = str(path)
+
+
+def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in update.items():
+        current = result.get(key)
+        result[key] = _merged(current, value) if isinstance(value, Mapping) and isinstance(current, Mapping) else value
+    return result
+
+
+def _fresh_directory(root: Path) -> Path:
+    """``root/<timestamp>``, with ``-2``, ``-3``... if taken; made now so no one else takes it."""
+    base = timestamp_name()
+    for attempt in range(1, 10_000):
+        path = root / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return path
+    msg = f"no free environment name under {root}"
+    raise FileExistsError(msg)
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())  # before the rename, or a crash can leave an empty file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,56 @@
+"""Fingerprints of a step's code and parameters.
+
+The code fingerprint hashes the function's source after parsing it, so it is
+the same in every process, on every machine and after a restart, and ignores
+formatting, comments, docstrings and decorators. Where the source cannot be
+read (a lambda typed at a prompt), the compiled code object is hashed instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import pickle
+import textwrap
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["code_fingerprint", "params_fingerprint"]
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _strip(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node.decorator_list = []
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_fingerprint(fn: Callable[..., Any]) -> str:
+    """16 hex digits that change when the function's code changes."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        normal = ast.dump(_strip(ast.parse(source)), annotate_fields=False, include_attributes=False)
+        return _hash(normal.encode())
+    except (OSError, TypeError, SyntaxError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            return _hash(repr(fn).encode())
+        return _hash(code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode())
+
+
+def params_fingerprint(params: Mapping[str, Any]) -> str:
+    """16 hex digits that change when the parameters change."""
+    items = sorted(params.items())
+    try:
+        return _hash(pickle.dumps(items, protocol=4))
+    except Exception:  # noqa: BLE001 - unpicklable params still get a stable-enough print
+        return _hash(repr(items).encode())

@@ -1,0 +1,173 @@
+"""Frozen records describing a step's last run: status, timing, outcome, owner."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+from ._errors import CorruptValueError
+from ._status import Status
+
+__all__ = ["ErrorInfo", "Owner", "StepRecord"]
+
+_UNSET: Any = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An exception as text: it survives processes, restarts and renamed classes."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> ErrorInfo:
+        """Capture an exception's type, message and formatted traceback."""
+        kind = type(error)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        text = "".join(traceback.format_exception(kind, error, error.__traceback__))
+        return cls(type=name, message=str(error), traceback=text)
+
+    def summary(self) -> str:
+        """``Type: message`` on one line."""
+        short = self.type.rsplit(".", 1)[-1]
+        first = self.message.splitlines()[0] if self.message else ""
+        return f"{short}: {first}" if first else short
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Owner:
+    """The process that ran a step: enough to tell whether it is still alive."""
+
+    host: str
+    pid: int
+    #: When that process started; tells a recycled pid from the owner.
+    started: datetime | None
+
+
+class StoredResult:
+    """A step's return value, kept pickled until first read."""
+
+    __slots__ = ("_data", "_value")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._value: Any = _UNSET
+
+    @classmethod
+    def of(cls, value: Any) -> StoredResult:
+        """Pickle ``value`` now (raises if it does not pickle)."""
+        result = cls(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+        result._value = value
+        return result
+
+    @property
+    def data(self) -> bytes:
+        """The pickled bytes."""
+        return self._data
+
+    def value(self, step: str) -> Any:
+        """Unpickle on first use; a bad pickle fails only this result."""
+        if self._value is _UNSET:
+            try:
+                self._value = pickle.loads(self._data)  # noqa: S301 - trust checked at load
+            except Exception as error:  # noqa: BLE001 - any unpickling failure is reported the same way
+                raise CorruptValueError(f"result of {step}", "<step record>", repr(error)) from error
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoredResult) and other._data == self._data
+
+    def __hash__(self) -> int:
+        return hash(self._data)
+
+
+_NO_RESULT = StoredResult(pickle.dumps(None))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepRecord:
+    """What the environment knows of one step (or one step instance)."""
+
+    name: str
+    status: Status = Status.PENDING
+    attempts: int = 0
+    started: datetime | None = None
+    ended: datetime | None = None
+    error: ErrorInfo | None = None
+    stored_result: StoredResult = dataclasses.field(default=_NO_RESULT, repr=False)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fingerprint: str | None = None
+    reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+    owner: Owner | None = None
+
+    @property
+    def result(self) -> Any:
+        """The step's return value (``None`` until it is DONE)."""
+        return self.stored_result.value(self.name)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or ``None`` while either is unknown."""
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started).total_seconds()
+
+    def replace(self, **changes: Any) -> StepRecord:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # The stored form holds only builtins, so a record always loads even when
+    # a user class inside its result no longer unpickles.
+    def to_state(self) -> dict[str, Any]:
+        """Builtins-only form for storage."""
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "started": _ts(self.started),
+            "ended": _ts(self.ended),
+            "error": dataclasses.astuple(self.error) if self.error else None,
+            "result": self.stored_result.data,
+            "params": pickle.dumps(self.params, protocol=pickle.HIGHEST_PROTOCOL),
+            "fingerprint": self.fingerprint,
+            "reads": sorted(self.reads),
+            "writes": sorted(self.writes),
+            "owner": (self.owner.host, self.owner.pid, _ts(self.owner.started)) if self.owner else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> StepRecord:
+        """Inverse of :meth:`to_state`."""
+        owner = state["owner"]
+        try:
+            params = pickle.loads(state["params"])  # noqa: S301 - trust checked at load
+        except Exception:  # noqa: BLE001 - a bad param pickle must not hide the record
+            params = {}
+        return cls(
+            name=state["name"],
+            status=Status(state["status"]),
+            attempts=state["attempts"],
+            started=_dt(state["started"]),
+            ended=_dt(state["ended"]),
+            error=ErrorInfo(*state["error"]) if state["error"] else None,
+            stored_result=StoredResult(state["result"]),
+            params=params,
+            fingerprint=state["fingerprint"],
+            reads=frozenset(state["reads"]),
+            writes=frozenset(state["writes"]),
+            owner=Owner(owner[0], owner[1], _dt(owner[2])) if owner else None,
+        )
+
+
+def _ts(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _dt(stamp: float | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, tz=timezone.utc)

@@ -1,0 +1,151 @@
+"""Running one step on an environment and recording what happened."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from ._errors import PrerequisiteError, StepRunningError, UnpicklableValueError
+from ._fingerprint import params_fingerprint
+from ._process import current_owner, is_alive
+from ._records import ErrorInfo, StepRecord, StoredResult
+from ._status import Status
+from ._timeout import deadline
+from ._tracking import Tracker, tracking
+
+if TYPE_CHECKING:
+    from ._environment import Environment
+    from ._task import Task
+
+__all__ = ["run_direct"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def bound_params(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The step's arguments by name, defaults applied, ``env`` left out."""
+    try:
+        bound = step.signature.bind_partial(*args, **kwargs)
+    except TypeError as error:
+        msg = f"step {step.name!r}: {error}"
+        raise TypeError(msg) from None
+    bound.apply_defaults()
+    params: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = step.signature.parameters[name].kind
+        if name == "env":
+            continue
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            params.update({k: v for k, v in value.items() if k != "env"})
+        else:
+            params[name] = value
+    try:
+        pickle.dumps(params)
+    except Exception:  # noqa: BLE001 - params are recorded; unpicklable ones as their repr
+        params = {key: repr(value) for key, value in params.items()}
+    return params
+
+
+def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``step`` once on ``env``: claim, run with retries and timeout, record, commit."""
+    params = bound_params(step, args, kwargs)
+    name = step.name
+    fingerprint = f"{step.code_fingerprint}{params_fingerprint(params)}"
+    started = _now()
+
+    def claim(_changed: set[str]) -> None:
+        # Under the environment's file lock with every other commit read: two
+        # processes cannot both find the step free.
+        missing = [req.name for req in step.requires if not env.is_done(req.name)]
+        if missing:
+            raise PrerequisiteError(name, missing)
+        previous = env._steps.get(name)  # noqa: SLF001 - the runner is the environment's partner
+        if previous is not None and previous.status is Status.RUNNING and previous.owner is not None:
+            if is_alive(previous.owner):
+                raise StepRunningError(name, previous.owner.host, previous.owner.pid)
+        env._put_record(  # noqa: SLF001
+            StepRecord(
+                name=name,
+                status=Status.RUNNING,
+                attempts=1,
+                started=started,
+                params=params,
+                fingerprint=fingerprint,
+                owner=current_owner(),
+            )
+        )
+
+    # RUNNING is evidence for a crash, not a result: no fsync needed.
+    env._commit(before=claim, sync=False, label=name)  # noqa: SLF001
+    if step.takes_env:
+        kwargs = {**kwargs, "env": env}
+    with tracking(id(env)) as tracker:
+        attempt = 1
+        while True:
+            try:
+                with deadline(step.options.timeout, name):
+                    result = step.fn(*args, **kwargs)
+                break
+            except KeyboardInterrupt as error:
+                _finish(env, step, tracker, Status.CANCELLED, attempt, error=error)
+                raise
+            except Exception as error:
+                if attempt <= step.options.retries:
+                    time.sleep(step.options.retry_delay * 2 ** (attempt - 1))
+                    attempt += 1
+                    continue
+                _finish(env, step, tracker, Status.FAILED, attempt, error=error)
+                raise
+            except BaseException as error:  # SystemExit and the like: recorded, then re-raised
+                _finish(env, step, tracker, Status.FAILED, attempt, error=error)
+                raise
+        try:
+            stored = StoredResult.of(result)
+        except Exception as error:  # noqa: BLE001 - any pickling failure
+            failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
+            _finish(env, step, tracker, Status.FAILED, attempt, error=failure)
+            raise failure from error
+        try:
+            _finish(env, step, tracker, Status.DONE, attempt, result=stored)
+        except UnpicklableValueError as failure:
+            _finish(env, step, tracker, Status.FAILED, attempt, error=failure)
+            raise
+    return result
+
+
+def _finish(
+    env: Environment,
+    step: Task[Any, Any],
+    tracker: Tracker,
+    status: Status,
+    attempts: int,
+    *,
+    error: BaseException | None = None,
+    result: StoredResult | None = None,
+) -> None:
+    """Record the outcome with the data the step wrote, in one durable commit."""
+    ended = _now()
+
+    def record(changed: set[str]) -> None:
+        current = env._steps[step.name]  # noqa: SLF001
+        writes = tracker.assigned | tracker.deleted | (changed & tracker.reads)
+        changes: dict[str, Any] = {
+            "status": status,
+            "attempts": attempts,
+            "ended": ended,
+            "error": None if error is None else ErrorInfo.from_exception(error),
+            "reads": frozenset(tracker.reads),
+            "writes": frozenset(writes),
+        }
+        if result is not None:
+            changes["stored_result"] = result
+        env._put_record(current.replace(**changes))  # noqa: SLF001
+
+    # A failed step keeps what it could store: its writes may name resources to clean up.
+    env._commit(before=record, label=step.name, skip_unpicklable=status is not Status.DONE)  # noqa: SLF001

@@ -1,0 +1,204 @@
+"""The ``@task`` decorator: a step that loads its environment, runs, and records."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from ._environment import Environment
+from ._errors import UnknownStepError
+from ._fingerprint import code_fingerprint
+from ._paths import default_root
+
+__all__ = ["Task", "TaskOptions", "get_or_create_env", "registry", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Grid = Mapping[str, Iterable[Any]] | Callable[[Environment], Iterable[Mapping[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """The options given to ``@task``."""
+
+    new: bool = False
+    symlink: bool | str | os.PathLike[str] = True
+    requires: tuple[str, ...] = ()
+    name: str = ""
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    grid: Grid | None = None
+    priority: int = 0
+    rerun_on_change: bool = False
+
+
+#: Every decorated step by name, for ``requires=["name"]`` and the planner.
+registry: dict[str, Task[Any, Any]] = {}
+
+
+class Task(Generic[P, R]):
+    """A decorated step: call it to run it once, ``.make()`` to resume."""
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        signature = inspect.signature(fn)
+        self.signature = signature
+        self.takes_env = "env" in signature.parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+        )
+        self._requires = options.requires
+
+    @property
+    def requires(self) -> tuple[Task[Any, Any], ...]:
+        """The prerequisite steps (names resolved when first needed)."""
+        found = []
+        for name in self._requires:
+            if name not in registry:
+                raise UnknownStepError(name, registry)
+            found.append(registry[name])
+        return tuple(found)
+
+    @functools.cached_property
+    def code_fingerprint(self) -> str:
+        """Changes when the function's source changes (formatting and docstrings aside)."""
+        return code_fingerprint(self.fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run this step only: refuses if a prerequisite is not DONE."""
+        from ._runner import run_direct  # noqa: PLC0415 - avoid an import cycle
+
+        env = kwargs.pop("env", None)
+        environment = resolve_env(env, new=self.options.new, symlink=self.options.symlink)  # type: ignore[arg-type]
+        return run_direct(self, environment, args, dict(kwargs))
+
+    def make(self, **kwargs: Any) -> Any:
+        """Same as ``expkit.make(self, **kwargs)``."""
+        from . import _planner  # noqa: PLC0415 - the planner is loaded only when used
+
+        return _planner.make(self, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+def resolve_env(
+    env: Environment | str | os.PathLike[str] | None, *, new: bool, symlink: bool | str | os.PathLike[str]
+) -> Environment:
+    """The environment a direct call uses: given, fresh if ``new``, else ``./current``."""
+    if isinstance(env, Environment):
+        return env
+    if env is None:
+        if new:
+            return Environment.create(default_root(), symlink=symlink)
+        return Environment.load()
+    path = Path(env)
+    if new and not (path / "env").exists():
+        return Environment.create(path.parent, path.name, symlink=symlink)
+    return Environment.load(path)
+
+
+def get_or_create_env(
+    new: bool,  # noqa: FBT001 - EnOSlib's positional signature
+    env_name: Environment | str | os.PathLike[str] | None = None,
+    symlink: bool | str | os.PathLike[str] = True,  # noqa: FBT002 - EnOSlib's positional signature
+    *,
+    durable: bool | None = None,
+) -> Environment:
+    """EnOSlib's helper: pass an Environment through, load one, or create one.
+
+    Unlike EnOSlib, ``new=True`` on a directory that holds an environment
+    raises :class:`EnvironmentExistsError` instead of wiping it.
+    """
+    if isinstance(env_name, Environment):
+        return env_name
+    if env_name is None:
+        if new:
+            return Environment.create(default_root(), symlink=symlink, durable=durable)
+        return Environment.load(durable=durable)
+    path = Path(env_name)
+    if new:
+        return Environment.create(path.parent, path.name, symlink=symlink, durable=durable)
+    return Environment.load(path, durable=durable)
+
+
+def _names(requires: Sequence[str | Task[Any, Any]] | str | Task[Any, Any]) -> tuple[str, ...]:
+    items = [requires] if isinstance(requires, (str, Task)) else list(requires)
+    return tuple(item if isinstance(item, str) else item.name for item in items)
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    new: bool = False,
+    symlink: bool | str | os.PathLike[str] = True,
+    requires: Sequence[str | Task[Any, Any]] | str | Task[Any, Any] = (),
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+    grid: Grid | None = None,
+    priority: int = 0,
+    rerun_on_change: bool = False,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    new: bool = False,
+    symlink: bool | str | os.PathLike[str] = True,
+    requires: Sequence[str | Task[Any, Any]] | str | Task[Any, Any] = (),
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+    grid: Grid | None = None,
+    priority: int = 0,
+    rerun_on_change: bool = False,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Declare an experiment step.
+
+    Works bare (``@task``) and with options. Calling the step runs it once on
+    its environment, recording RUNNING before the body and DONE, FAILED or
+    CANCELLED after it; ``make(step)`` resumes instead.
+    """
+    if retries < 0:
+        msg = f"retries must be >= 0, not {retries}"
+        raise ValueError(msg)
+    if timeout is not None and timeout <= 0:
+        msg = f"timeout must be > 0 seconds, not {timeout}"
+        raise ValueError(msg)
+
+    def decorate(function: Callable[P, R]) -> Task[P, R]:
+        options = TaskOptions(
+            new=new,
+            symlink=symlink,
+            requires=_names(requires),
+            name=name or function.__name__,
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            grid=grid,
+            priority=priority,
+            rerun_on_change=rerun_on_change,
+        )
+        step = Task(function, options)
+        registry[step.name] = step
+        return step
+
+    return decorate if fn is None else decorate(fn)
