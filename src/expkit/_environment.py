@@ -68,6 +68,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         self._touched: set[str] = set()
         self._steps: dict[str, StepRecord] = {}
         self._steps_dirty: set[str] = set()
+        #: Made from a one-step export: holds a record and no data at all.
+        self._records_only = False
 
     # -- creating and loading -------------------------------------------
 
@@ -180,8 +182,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
-                if key == _RESULTDIR:
-                    return self.resultdir
+                if key == _RESULTDIR and self._journal is not None:
+                    return self._journal.directory
                 raise KeyError(key)
             value = slot.value
             if value is _UNLOADED:
@@ -221,7 +223,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            return key in self._slots
+            return key in self._slots or (key == _RESULTDIR and self._journal is not None)
 
     def __iter__(self) -> Iterator[str]:
         with self._lock:
@@ -361,9 +363,13 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             for name in [n for n in self._steps if n not in update.steps and n not in self._steps_dirty]:
                 del self._steps[name]
         for key, stored in update.data.items():
-            if key in mine:
-                continue
             slot = self._slots.get(key)
+            if key in mine:
+                # Our change wins, but compare it with the latest stored form:
+                # assigning back the value another process replaced is a change.
+                if slot is not None:
+                    slot.stored = stored
+                continue
             if stored is None:
                 self._slots.pop(key, None)
                 self._touched.discard(key)
@@ -426,7 +432,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 for key in record.writes:
                     if key in other._slots:
                         self._set_pickled(key, other.pickled(key))
-                    elif key in self._slots:
+                    elif key in self._slots and not other._records_only:
+                        # The step deleted it. (A record-only export, from
+                        # to_file(task_name=...), carries no data to judge by.)
                         del self[key]
 
     def dumps(self) -> bytes:
@@ -444,9 +452,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             if tag != _EXPORT_TAG or version != _EXPORT_VERSION:
                 raise ValueError(f"not an expkit export (tag {tag!r}, version {version!r})")  # noqa: TRY301
             env = cls()
-            for key, raw in values.items():
+            env._records_only = values is None
+            for key, raw in (values or {}).items():
                 env._slots[key] = _Slot(raw=raw)
-            env._assigned = set(values)
+            env._assigned = set(env._slots)
             for name, state in steps.items():
                 env._steps[name] = StepRecord.from_state(state)
             env._steps_dirty = set(steps)
@@ -465,7 +474,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
                     raise UnknownStepError(task_name, self._steps)
                 state = self._steps[task_name].to_state()
-            data = pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, {}, {task_name: state}))
+            data = pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, None, {task_name: state}))
         _write_file_atomically(Path(path), data)
 
     @classmethod

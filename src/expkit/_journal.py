@@ -154,12 +154,16 @@ class Journal:
             # an existing environment is never replaced.
             os.link(tmp, JOURNAL_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except FileExistsError:
-            os.close(dir_fd)
-            raise EnvironmentExistsError(path) from None
+            exists = True
+        else:
+            exists = False
         finally:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dir_fd)
+        if exists:
+            os.close(dir_fd)
+            raise EnvironmentExistsError(path)
         journal = cls(dir_fd, path, durable=durable)
         if durable:
             os.fsync(dir_fd)

@@ -85,38 +85,41 @@ def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kw
     env._commit(before=claim, sync=False, label=name)  # noqa: SLF001
     if step.takes_env:
         kwargs = {**kwargs, "env": env}
+    attempts = [1]
     with tracking(id(env)) as tracker:
-        attempt = 1
-        while True:
-            try:
-                with deadline(step.options.timeout, name):
-                    result = step.fn(*args, **kwargs)
-                break
-            except KeyboardInterrupt as error:
-                _finish(env, step, tracker, Status.CANCELLED, attempt, error=error)
-                raise
-            except Exception as error:
-                if attempt <= step.options.retries:
-                    time.sleep(step.options.retry_delay * 2 ** (attempt - 1))
-                    attempt += 1
-                    continue
-                _finish(env, step, tracker, Status.FAILED, attempt, error=error)
-                raise
-            except BaseException as error:  # SystemExit and the like: recorded, then re-raised
-                _finish(env, step, tracker, Status.FAILED, attempt, error=error)
-                raise
+        try:
+            result = _attempt(step, args, kwargs, attempts)
+        except KeyboardInterrupt as error:
+            _finish(env, step, tracker, Status.CANCELLED, attempts[0], error=error)
+            raise
+        except BaseException as error:  # SystemExit too: recorded, then re-raised
+            _finish(env, step, tracker, Status.FAILED, attempts[0], error=error)
+            raise
         try:
             stored = StoredResult.of(result)
         except Exception as error:  # noqa: BLE001 - any pickling failure
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
-            _finish(env, step, tracker, Status.FAILED, attempt, error=failure)
+            _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
             raise failure from error
         try:
-            _finish(env, step, tracker, Status.DONE, attempt, result=stored)
+            _finish(env, step, tracker, Status.DONE, attempts[0], result=stored)
         except UnpicklableValueError as failure:
-            _finish(env, step, tracker, Status.FAILED, attempt, error=failure)
+            _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
             raise
     return result
+
+
+def _attempt(step: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], attempts: list[int]) -> Any:
+    """Call the step's function, retrying on exceptions; ``attempts[0]`` counts the calls."""
+    while True:
+        try:
+            with deadline(step.options.timeout, step.name):
+                return step.fn(*args, **kwargs)
+        except Exception:
+            if attempts[0] > step.options.retries:
+                raise
+        time.sleep(step.options.retry_delay * 2 ** (attempts[0] - 1))
+        attempts[0] += 1
 
 
 def _finish(

@@ -25,8 +25,10 @@ def step_name(step: str | _Named) -> str:
 
 
 def _as_datetime(moment: datetime | float | None) -> datetime | None:
-    if moment is None or isinstance(moment, datetime):
-        return moment
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return moment if moment.tzinfo is not None else moment.astimezone()  # naive means local time
     return datetime.fromtimestamp(moment, tz=timezone.utc)
 
 

@@ -73,13 +73,16 @@ class Task(Generic[P, R]):
         """Changes when the function's source changes (formatting and docstrings aside)."""
         return code_fingerprint(self.fn)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    # Typed loosely on purpose: ``env`` may be omitted, or given as a path,
+    # whatever the function's own signature says.
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run this step only: refuses if a prerequisite is not DONE."""
         from ._runner import run_direct  # noqa: PLC0415 - avoid an import cycle
 
         env = kwargs.pop("env", None)
-        environment = resolve_env(env, new=self.options.new, symlink=self.options.symlink)  # type: ignore[arg-type]
-        return run_direct(self, environment, args, dict(kwargs))
+        environment = resolve_env(env, new=self.options.new, symlink=self.options.symlink)
+        result: R = run_direct(self, environment, args, kwargs)
+        return result
 
     def make(self, **kwargs: Any) -> Any:
         """Same as ``expkit.make(self, **kwargs)``."""
@@ -102,7 +105,7 @@ def resolve_env(
             return Environment.create(default_root(), symlink=symlink)
         return Environment.load()
     path = Path(env)
-    if new and not (path / "env").exists():
+    if new and not path.is_file() and not (path / "env").exists():
         return Environment.create(path.parent, path.name, symlink=symlink)
     return Environment.load(path)
 
@@ -179,6 +182,9 @@ def task(
     """
     if retries < 0:
         msg = f"retries must be >= 0, not {retries}"
+        raise ValueError(msg)
+    if retry_delay < 0:
+        msg = f"retry_delay must be >= 0 seconds, not {retry_delay}"
         raise ValueError(msg)
     if timeout is not None and timeout <= 0:
         msg = f"timeout must be > 0 seconds, not {timeout}"

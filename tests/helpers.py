@@ -1,0 +1,26 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def run_python(code: str, *, cwd: Path | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (a real separate process) and return its outcome."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd or Path.cwd(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
+    )
+    if check and result.returncode != 0:
+        msg = f"child failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        raise AssertionError(msg)
+    return result

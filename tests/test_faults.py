@@ -1,0 +1,187 @@
+"""Fault injection with real processes: SIGKILL at random instants, and concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from expkit import Environment, Status
+
+pytestmark = pytest.mark.slow
+
+KILLS = 200
+
+# A child that runs small steps forever, each call loading the environment
+# from disk and committing; it reports each step's start and return.
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import time
+    from expkit import task
+
+    path, first = sys.argv[1], int(sys.argv[2])
+
+    def body(env, i):
+        print("start", i, flush=True)
+        env[f"k{i}"] = i
+        env["counter"] = env.get("counter", 0) + 1
+        env.setdefault("log", []).append(i)
+        time.sleep(0.002)  # widen the body so that many kills land inside a step
+
+    steps = [task(name=f"s{n}")(body) for n in range(10)]
+    print("ready", flush=True)
+    i = first
+    while True:
+        steps[i % 10](env=path, i=i)
+        print("done", i, flush=True)
+        i += 1
+    """
+)
+
+
+def _kill_at_random(path: Path, first: int, rng: random.Random) -> tuple[set[int], int | None]:
+    """Start the child, SIGKILL it at a random instant; the steps it returned from and the last it started."""
+    child = subprocess.Popen(  # noqa: S603 - our interpreter, our code
+        [sys.executable, "-c", CHILD, str(path), str(first)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0, 0.03))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done: set[int] = set()
+    started: int | None = None
+    for line in child.stdout.read().splitlines():
+        word, _, number = line.partition(" ")
+        if word == "start":
+            started = int(number)
+        elif word == "done":
+            done.add(int(number))
+    child.stdout.close()
+    return done, started
+
+
+def test_sigkill_at_random_instants_loses_no_commit() -> None:
+    """200 kills at random instants: every load succeeds, returned steps are intact, none stays RUNNING."""
+    rng = random.Random(1234)
+    Environment.create(".", "victim", symlink=False)
+    path = Path("victim")
+    returned: set[int] = set()
+    first = 0
+    interrupted = 0
+    for _ in range(KILLS):
+        done, started = _kill_at_random(path, first, rng)
+        returned |= done
+        env = Environment.load(path)
+        for i in returned:
+            assert env[f"k{i}"] == i, f"committed step {i} lost"
+        assert not [r.name for r in env.steps.values() if r.status is Status.RUNNING]
+        if started is not None and started not in done:
+            # Killed inside the step: its record is INTERRUPTED, or DONE if the
+            # kill came between the durable commit and the "done" line.
+            record = env.steps[f"s{started % 10}"]
+            assert record.status in (Status.INTERRUPTED, Status.DONE), record
+            interrupted += record.status is Status.INTERRUPTED
+            if record.status is Status.DONE:
+                assert env[f"k{started}"] == started
+        # Every commit is whole: the log holds each finished step exactly once.
+        log = env.get("log", [])
+        assert len(log) == len(set(log)) == env.get("counter", 0)
+        if started is not None:
+            first = max(first, started + 1)
+    assert interrupted >= KILLS // 10, "the kills should mostly land inside steps"
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from expkit import Environment
+
+    path, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    env = Environment.load(path)
+    for j in range(count):
+        env[f"{me}-{j}"] = j
+        env.dump()
+    """
+)
+
+
+def test_concurrent_writers_lose_no_update() -> None:
+    """4 processes x 250 commits of distinct keys to one environment: all 1,000 keys present."""
+    Environment.create(".", "shared", symlink=False)
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, "shared", f"p{p}", "250"])  # noqa: S603
+        for p in range(4)
+    ]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
+    env = Environment.load("shared")
+    assert len(env) == 1000
+    assert all(env[f"p{p}-{j}"] == j for p in range(4) for j in range(250))
+
+
+STEPPER = textwrap.dedent(
+    """
+    import sys
+    from expkit import task
+
+    path, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    @task(name=f"step-{me}")
+    def step(env, j):
+        env[f"{me}-{j}"] = j
+
+    for j in range(count):
+        step(env=path, j=j)
+    """
+)
+
+
+def test_concurrent_steps_lose_no_update() -> None:
+    """4 processes running steps on one environment: every step's data and record arrive."""
+    Environment.create(".", "steps", symlink=False)
+    workers = [
+        subprocess.Popen([sys.executable, "-c", STEPPER, "steps", f"p{p}", "60"])  # noqa: S603
+        for p in range(4)
+    ]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0, 0]
+    env = Environment.load("steps")
+    assert len(env) == 240
+    assert {name: r.status for name, r in env.steps.items()} == {f"step-p{p}": Status.DONE for p in range(4)}
+
+
+def test_lock_of_killed_holder_is_released() -> None:
+    """A process killed while holding the environment's lock does not block the next writer."""
+    Environment.create(".", "locked", symlink=False)
+    holder = subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from expkit import Environment\n"
+            "env = Environment.load('locked')\n"
+            "with env._journal.locked():\n"
+            "    print('holding', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "holding"
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    env = Environment.load("locked")
+    env["after"] = os.getpid()
+    env.dump()
+    assert Environment.load("locked")["after"] == os.getpid()
