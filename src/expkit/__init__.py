@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from ._environment import Environment
 from ._errors import (
@@ -25,10 +25,19 @@ from ._records import ErrorInfo, Owner, StepRecord
 from ._status import Status
 from ._task import Task, TaskOptions, get_or_create_env, task
 
-try:
-    __version__ = version("expkit")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    # importlib.metadata costs tens of milliseconds: read the version only when asked.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        try:
+            return version("expkit")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0+unknown"
+    msg = f"module 'expkit' has no attribute {name!r}"
+    raise AttributeError(msg)
 
 __all__ = [
     "ConfigError",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from datetime import datetime, timezone
 
 from ._records import Owner
@@ -24,6 +23,8 @@ _START_TOLERANCE_S = 1.0
 
 @functools.cache
 def _hostname() -> str:
+    import socket  # noqa: PLC0415 - keep import expkit light
+
     return socket.gethostname()
 
 

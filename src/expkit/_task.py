@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._environment import Environment
 from ._errors import UnknownStepError
-from ._fingerprint import code_fingerprint
 from ._paths import default_root
+
+if TYPE_CHECKING:
+    import inspect
 
 __all__ = ["Task", "TaskOptions", "get_or_create_env", "registry", "task"]
 
@@ -51,12 +52,20 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = options
         self.name = options.name
-        signature = inspect.signature(fn)
-        self.signature = signature
-        self.takes_env = "env" in signature.parameters or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
-        )
         self._requires = options.requires
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The function's signature."""
+        import inspect  # noqa: PLC0415 - keep import expkit light
+
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
+    def takes_env(self) -> bool:
+        """Whether the function accepts ``env`` (by name, or through ``**kwargs``)."""
+        parameters = self.signature.parameters.values()
+        return "env" in self.signature.parameters or any(p.kind is p.VAR_KEYWORD for p in parameters)
 
     @property
     def requires(self) -> tuple[Task[Any, Any], ...]:
@@ -71,6 +80,8 @@ class Task(Generic[P, R]):
     @functools.cached_property
     def code_fingerprint(self) -> str:
         """Changes when the function's source changes (formatting and docstrings aside)."""
+        from ._fingerprint import code_fingerprint  # noqa: PLC0415 - parses source: only when needed
+
         return code_fingerprint(self.fn)
 
     # Typed loosely on purpose: ``env`` may be omitted, or given as a path,
