@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any as _Any
 
 from ._environment import Environment
 from ._errors import (
@@ -27,7 +27,7 @@ from ._task import Task, TaskOptions, get_or_create_env, task
 
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # importlib.metadata costs tens of milliseconds: read the version only when asked.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
