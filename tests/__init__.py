@@ -1,0 +1,1 @@
+"""Tests of expkit, mirroring src/expkit/."""

@@ -9,9 +9,11 @@ import textwrap
 from pathlib import Path
 
 
-def run_python(code: str, *, cwd: Path | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, cwd: Path | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (a real separate process) and return its outcome."""
-    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+    result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=cwd or Path.cwd(),
         capture_output=True,

@@ -49,7 +49,7 @@ CHILD = textwrap.dedent(
 
 def _kill_at_random(path: Path, first: int, rng: random.Random) -> tuple[set[int], int | None]:
     """Start the child, SIGKILL it at a random instant; the steps it returned from and the last it started."""
-    child = subprocess.Popen(  # noqa: S603 - our interpreter, our code
+    child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), str(first)],
         stdout=subprocess.PIPE,
         text=True,
@@ -120,8 +120,7 @@ def test_concurrent_writers_lose_no_update() -> None:
     """4 processes x 250 commits of distinct keys to one environment: all 1,000 keys present."""
     Environment.create(".", "shared", symlink=False)
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, "shared", f"p{p}", "250"])  # noqa: S603
-        for p in range(4)
+        subprocess.Popen([sys.executable, "-c", WRITER, "shared", f"p{p}", "250"]) for p in range(4)
     ]
     assert [w.wait(timeout=300) for w in writers] == [0, 0, 0, 0]
     env = Environment.load("shared")
@@ -150,28 +149,31 @@ def test_concurrent_steps_lose_no_update() -> None:
     """4 processes running steps on one environment: every step's data and record arrive."""
     Environment.create(".", "steps", symlink=False)
     workers = [
-        subprocess.Popen([sys.executable, "-c", STEPPER, "steps", f"p{p}", "60"])  # noqa: S603
-        for p in range(4)
+        subprocess.Popen([sys.executable, "-c", STEPPER, "steps", f"p{p}", "60"]) for p in range(4)
     ]
     assert [w.wait(timeout=300) for w in workers] == [0, 0, 0, 0]
     env = Environment.load("steps")
     assert len(env) == 240
-    assert {name: r.status for name, r in env.steps.items()} == {f"step-p{p}": Status.DONE for p in range(4)}
+    assert {name: r.status for name, r in env.steps.items()} == {
+        f"step-p{p}": Status.DONE for p in range(4)
+    }
 
 
 def test_lock_of_killed_holder_is_released() -> None:
     """A process killed while holding the environment's lock does not block the next writer."""
     Environment.create(".", "locked", symlink=False)
-    holder = subprocess.Popen(  # noqa: S603
+    holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time\n"
-            "from expkit import Environment\n"
-            "env = Environment.load('locked')\n"
-            "with env._journal.locked():\n"
-            "    print('holding', flush=True)\n"
-            "    time.sleep(600)\n",
+            (
+                "import sys, time\n"
+                "from expkit import Environment\n"
+                "env = Environment.load('locked')\n"
+                "with env._journal.locked():\n"
+                "    print('holding', flush=True)\n"
+                "    time.sleep(600)\n"
+            ),
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -6,7 +6,17 @@ import json
 
 from .helpers import run_python
 
-FORBIDDEN = ("typer", "rich", "click", "dask", "distributed", "cloudpickle", "IPython", "yaml", "numpy")
+FORBIDDEN = (
+    "typer",
+    "rich",
+    "click",
+    "dask",
+    "distributed",
+    "cloudpickle",
+    "IPython",
+    "yaml",
+    "numpy",
+)
 
 
 def test_import_loads_no_heavy_dependency() -> None:

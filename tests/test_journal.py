@@ -182,7 +182,7 @@ class TestDamage:
         (path / "env").write_bytes(bytes(data))
         env = Environment.load(path)
         with pytest.raises(CorruptValueError) as caught:
-            env["blob"]  # noqa: B018 - the access is the test
+            env["blob"]
         assert caught.value.key == "blob"
         assert {key: env[key] for key in env if key != "blob"} == {
             key: value for key, value in states[-1].items() if key != "blob"
@@ -197,7 +197,7 @@ class TestDamage:
     ) -> None:
         """Random bytes written over or after the journal: an ExpkitError, or a committed state."""
         path = tmp_path / os.urandom(8).hex()
-        states, ends = _build(path, self.COMMITS)
+        states, _ = _build(path, self.COMMITS)
         data = bytearray((path / "env").read_bytes())
         if tail:
             data += garbage
@@ -225,7 +225,7 @@ class TestDamage:
     def test_writer_cuts_a_torn_tail(self) -> None:
         """After a torn append, the next commit follows the last good one and all reload."""
         path = Path("torn")
-        states, ends = _build(path, 3)
+        states, _ = _build(path, 3)
         with (path / "env").open("ab") as journal:
             journal.write(b"\xe5Xj\x01 half a frame")
         env = Environment.load(path)

@@ -304,8 +304,8 @@ class TestEnvironmentResolution:
             seen.append(env.resultdir)
             env["n"] = len(seen)
 
-        provision()  # type: ignore[call-arg]  # env is found, not passed
-        provision()  # type: ignore[call-arg]  # env is found, not passed
+        provision()
+        provision()
         first, second = seen
         assert first != second
         for where in (first, second):
@@ -326,7 +326,7 @@ class TestEnvironmentResolution:
 
         _make_env("old")
         where = _make_env("latest").resultdir
-        probe()  # type: ignore[call-arg]  # env is found, not passed
+        probe()
         assert seen == [where]
         assert Environment.load(where).is_done("probe")
         assert not Environment.load("results/old").is_done("probe")
@@ -340,7 +340,7 @@ class TestEnvironmentResolution:
             ran.append(True)
 
         with pytest.raises(NoEnvironmentError, match="new=True"):
-            probe()  # type: ignore[call-arg]  # env is found, not passed
+            probe()
         assert ran == []
 
     def test_path_without_environment_raises_no_environment_error(self) -> None:
@@ -429,7 +429,7 @@ class TestNeverWipes:
         old = _make_env("old")
         old["precious"] = [1, 2, 3]
         old.dump()
-        provision()  # type: ignore[call-arg]  # env is found, not passed
+        provision()
         assert Path("current").resolve() != old.resultdir
         assert _fresh_json(old.resultdir, "[env['precious'], 'fresh' in env]") == [[1, 2, 3], False]
 
@@ -507,7 +507,7 @@ class TestEnvInjection:
             return 42
 
         env = _make_env()
-        assert constant(env=env) == 42  # type: ignore[call-arg]  # env= is accepted by every step
+        assert constant(env=env) == 42
         assert env.steps["constant"].status is Status.DONE
         assert env.steps["constant"].result == 42
 
@@ -1045,7 +1045,7 @@ class TestNestedCalls:
             return str(env["from_inner"]) + " world"
 
         env = _make_env()
-        assert outer(env=env.resultdir) == "hello world"  # type: ignore[arg-type]  # a path is accepted
+        assert outer(env=env.resultdir) == "hello world"
         assert _fresh_json(
             env.resultdir,
             "[env.get_status('inner').value, env.get_status('outer').value, env['from_inner'], "

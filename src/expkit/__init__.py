@@ -26,11 +26,10 @@ from ._status import Status
 from ._task import Task, TaskOptions, get_or_create_env, task
 
 
-
 def __getattr__(name: str) -> _Any:
     # importlib.metadata costs tens of milliseconds: read the version only when asked.
     if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+        from importlib.metadata import PackageNotFoundError, version
 
         try:
             return version("expkit")
@@ -38,6 +37,7 @@ def __getattr__(name: str) -> _Any:
             return "0+unknown"
     msg = f"module 'expkit' has no attribute {name!r}"
     raise AttributeError(msg)
+
 
 __all__ = [
     "ConfigError",

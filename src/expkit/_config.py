@@ -12,7 +12,7 @@ __all__ = ["load_config"]
 
 def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; an empty file gives ``{}``."""
-    import yaml  # noqa: PLC0415 - keep import expkit light
+    import yaml
 
     try:
         text = path.read_text(encoding="utf-8")

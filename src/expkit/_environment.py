@@ -8,11 +8,22 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from ._errors import CorruptEnvironmentError, CorruptValueError, NoEnvironmentError, UnpicklableValueError
+from ._errors import (
+    CorruptEnvironmentError,
+    CorruptValueError,
+    NoEnvironmentError,
+    UnpicklableValueError,
+)
 from ._journal import Journal, Stored, Update, digest_of
-from ._paths import CURRENT_LINK, check_trusted, default_root, durable_default, repoint, timestamp_name
+from ._paths import (
+    CURRENT_LINK,
+    check_trusted,
+    durable_default,
+    repoint,
+    timestamp_name,
+)
 from ._process import is_alive
 from ._records import StepRecord
 from ._status import Status
@@ -36,7 +47,9 @@ class _Slot:
 
     __slots__ = ("raw", "stored", "value")
 
-    def __init__(self, value: Any = _UNLOADED, stored: Stored | None = None, raw: bytes | None = None) -> None:
+    def __init__(
+        self, value: Any = _UNLOADED, stored: Stored | None = None, raw: bytes | None = None
+    ) -> None:
         self.value = value
         self.stored = stored
         #: Pickled bytes not yet committed (imported without unpickling).
@@ -46,7 +59,7 @@ class _Slot:
 def _pickle(key: str, value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:  # noqa: BLE001 - pickle raises many types; all mean "cannot store"
+    except Exception as error:
         raise UnpicklableValueError(key, f"{type(error).__name__}: {error}") from error
 
 
@@ -90,10 +103,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         """
         root_path = Path(root)
         root_path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if name is None:
-            path = _fresh_directory(root_path)
-        else:
-            path = root_path / name
+        path = _fresh_directory(root_path) if name is None else root_path / name
         journal = Journal.create(path, durable=durable_default(durable))
         env = cls._bind(journal)
         if symlink:
@@ -102,7 +112,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str] | None = None, *, durable: bool | None = None, trust: bool = False
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durable: bool | None = None,
+        trust: bool = False,
     ) -> Environment:
         """Load the environment at ``path``: a directory, its ``env`` file, or a link to either.
 
@@ -112,7 +126,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         where = Path(path) if path is not None else CURRENT_LINK
         if path is None and not os.path.lexists(CURRENT_LINK):
             raise NoEnvironmentError(
-                CURRENT_LINK.absolute(), "no ./current link here; run a step with new=True, or pass env="
+                CURRENT_LINK.absolute(),
+                "no ./current link here; run a step with new=True, or pass env=",
             )
         directory = where.resolve()
         if directory.is_file():
@@ -123,12 +138,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 check_trusted(directory, journal.stat_dir())
                 check_trusted(journal.path, journal.stat_journal())
             env = cls._bind(journal)
-            with env._lock, journal.locked():
-                env._absorb(journal.read_new())
+            env.refresh()
         except BaseException:
             journal.close()
             raise
-        env._mark_interrupted()
+        env._mark_interrupted()  # noqa: SLF001 - our own class
         return env
 
     @classmethod
@@ -149,7 +163,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             dead = [
                 record
                 for record in self._steps.values()
-                if record.status is Status.RUNNING and (record.owner is None or not is_alive(record.owner))
+                if record.status is Status.RUNNING
+                and (record.owner is None or not is_alive(record.owner))
             ]
             if not dead:
                 return
@@ -157,7 +172,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             def still_dead(_changed: set[str]) -> None:
                 for record in dead:
                     current = self._steps.get(record.name)
-                    if current is not None and current.status is Status.RUNNING and current.owner == record.owner:
+                    if (
+                        current is not None
+                        and current.status is Status.RUNNING
+                        and current.owner == record.owner
+                    ):
                         self._put_record(current.replace(status=Status.INTERRUPTED))
 
             self._commit(before=still_dead, label="interrupted")
@@ -168,7 +187,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def resultdir(self) -> Path:
         """The environment's directory, where it is now (also after a move)."""
         if self._journal is None:
-            raise NoEnvironmentError("<memory>", "this environment lives in memory only (loads/from_file)")
+            raise NoEnvironmentError(
+                "<memory>", "this environment lives in memory only (loads/from_file)"
+            )
         return self._journal.directory
 
     @property
@@ -196,7 +217,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             return value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
+        if not isinstance(cast("object", key), str):  # callers without type checking
             msg = f"environment keys are strings, not {type(key).__name__}"
             raise TypeError(msg)
         with self._lock:
@@ -238,7 +259,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         return f"<Environment {where}: {len(self)} keys, {len(self._steps)} steps>"
 
     def _repr_html_(self) -> str:
-        from ._html import environment_html  # noqa: PLC0415 - only notebooks need it
+        from ._html import environment_html
 
         return environment_html(self)
 
@@ -250,8 +271,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         else:  # pragma: no cover - a slot always has a value or a stored form
             raise CorruptValueError(key, "<memory>", "no stored form")
         try:
-            return pickle.loads(data)  # noqa: S301 - the environment's owner was checked at load
-        except Exception as error:  # noqa: BLE001 - any unpickling failure fails only this key
+            return pickle.loads(data)
+        except Exception as error:
             raise CorruptValueError(key, where, f"{type(error).__name__}: {error}") from error
 
     def pickled(self, key: str) -> bytes:
@@ -266,7 +287,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def _set_pickled(self, key: str, data: bytes) -> None:
         with self._lock:
-            self._slots[key] = _Slot(raw=data, stored=(old.stored if (old := self._slots.get(key)) else None))
+            self._slots[key] = _Slot(
+                raw=data, stored=(old.stored if (old := self._slots.get(key)) else None)
+            )
             self._assigned.add(key)
             self._deleted.discard(key)
 
@@ -293,7 +316,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         with self._lock:
             journal = self._journal
             if journal is None:
-                raise NoEnvironmentError("<memory>", "this environment lives in memory only; nothing to commit to")
+                raise NoEnvironmentError(
+                    "<memory>", "this environment lives in memory only; nothing to commit to"
+                )
             with journal.locked():
                 self._absorb(journal.read_new())
                 data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
@@ -317,7 +342,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 if not sync and journal.durable:
                     return changed
                 moved = journal.upkeep(
-                    {key: slot.stored for key, slot in self._slots.items() if slot.stored is not None},
+                    {
+                        key: slot.stored
+                        for key, slot in self._slots.items()
+                        if slot.stored is not None
+                    },
                     {name: record.to_state() for name, record in self._steps.items()},
                 )
                 if moved is not None:
@@ -353,14 +382,18 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             digests[key] = digest
         return data, digests, failed
 
-    def _absorb(self, update: Update) -> None:
+    def _absorb(self, update: Update) -> None:  # noqa: C901, PLR0912 - one case per kind of change
         """Take in other processes' commits; our uncommitted changes win."""
         mine = self._assigned | self._deleted
         if update.full:
-            for key in [k for k, s in self._slots.items() if s.stored is not None and k not in update.data]:
+            for key in [
+                k for k, s in self._slots.items() if s.stored is not None and k not in update.data
+            ]:
                 if key not in mine:
                     del self._slots[key]
-            for name in [n for n in self._steps if n not in update.steps and n not in self._steps_dirty]:
+            for name in [
+                n for n in self._steps if n not in update.steps and n not in self._steps_dirty
+            ]:
                 del self._steps[name]
         for key, stored in update.data.items():
             slot = self._slots.get(key)
@@ -425,7 +458,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def merge_done_tasks(self, other: Environment) -> None:
         """Take every DONE step record of ``other``, with the data keys those steps wrote."""
         with self._lock, other._lock:
-            for name, record in other._steps.items():
+            for record in other._steps.values():
                 if record.status is not Status.DONE:
                     continue
                 self._put_record(record)
@@ -442,13 +475,15 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         with self._lock:
             data = {key: self.pickled(key) for key in self._slots}
             steps = {name: record.to_state() for name, record in self._steps.items()}
-        return pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, data, steps), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(
+            (_EXPORT_TAG, _EXPORT_VERSION, data, steps), protocol=pickle.HIGHEST_PROTOCOL
+        )
 
     @classmethod
     def loads(cls, data: bytes, *, source: str = "<bytes>") -> Environment:
         """An in-memory environment from :meth:`dumps` output."""
         try:
-            tag, version, values, steps = pickle.loads(data)  # noqa: S301 - the caller chose to load it
+            tag, version, values, steps = pickle.loads(data)
             if tag != _EXPORT_TAG or version != _EXPORT_VERSION:
                 raise ValueError(f"not an expkit export (tag {tag!r}, version {version!r})")  # noqa: TRY301
             env = cls()
@@ -459,8 +494,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             for name, state in steps.items():
                 env._steps[name] = StepRecord.from_state(state)
             env._steps_dirty = set(steps)
-        except Exception as error:  # noqa: BLE001 - truncated or foreign data: one clear error
-            raise CorruptEnvironmentError(source, f"cannot read an exported environment ({error!r})") from error
+        except Exception as error:
+            raise CorruptEnvironmentError(
+                source, f"cannot read an exported environment ({error!r})"
+            ) from error
         return env
 
     def to_file(self, path: str | os.PathLike[str], task_name: str | None = None) -> None:
@@ -470,7 +507,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         else:
             with self._lock:
                 if task_name not in self._steps:
-                    from ._errors import UnknownStepError  # noqa: PLC0415
+                    from ._errors import UnknownStepError
 
                     raise UnknownStepError(task_name, self._steps)
                 state = self._steps[task_name].to_state()
@@ -488,7 +525,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def reload_config(self) -> None:
         """Re-read ``env["config_file"]`` (YAML) into ``env["config"]``, replacing it."""
-        from ._config import load_config  # noqa: PLC0415 - YAML is imported only when used
+        from ._config import load_config
 
         with self._lock:
             path = Path(self["config_file"]).absolute()
@@ -500,7 +537,11 @@ def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     result = dict(base)
     for key, value in update.items():
         current = result.get(key)
-        result[key] = _merged(current, value) if isinstance(value, Mapping) and isinstance(current, Mapping) else value
+        result[key] = (
+            _merged(current, value)
+            if isinstance(value, Mapping) and isinstance(current, Mapping)
+            else value
+        )
     return result
 
 

@@ -24,6 +24,7 @@ exit code the ``exp`` command gives for it::
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,7 +76,7 @@ def _rebuild(cls: type[ExpkitError], state: dict[str, Any]) -> ExpkitError:
 class NoEnvironmentError(ExpkitError, FileNotFoundError):
     """No environment exists where one was expected."""
 
-    def __init__(self, path: str | Path, hint: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], hint: str | None = None) -> None:
         self.path = Path(path)
         hint = hint or "run a step declared with new=True, or pass env= / --env"
         super().__init__(f"no environment at {self.path} — {hint}")
@@ -84,7 +85,7 @@ class NoEnvironmentError(ExpkitError, FileNotFoundError):
 class EnvironmentExistsError(ExpkitError, FileExistsError):
     """An environment already exists where a new one was requested."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         super().__init__(
             f"an environment already exists at {self.path} — load it instead, "
@@ -95,7 +96,7 @@ class EnvironmentExistsError(ExpkitError, FileExistsError):
 class UntrustedEnvironmentError(ExpkitError, PermissionError):
     """The environment is owned by someone else or writable by others."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
         super().__init__(
@@ -107,7 +108,9 @@ class UntrustedEnvironmentError(ExpkitError, PermissionError):
 class CorruptEnvironmentError(ExpkitError, ValueError):
     """The environment's store cannot be read."""
 
-    def __init__(self, path: str | Path, reason: str, offset: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], reason: str, offset: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.reason = reason
         self.offset = offset
@@ -121,7 +124,7 @@ class CorruptEnvironmentError(ExpkitError, ValueError):
 class CorruptValueError(ExpkitError, ValueError):
     """One stored value cannot be unpickled; the rest of the environment is fine."""
 
-    def __init__(self, key: str, path: str | Path, reason: str) -> None:
+    def __init__(self, key: str, path: str | os.PathLike[str], reason: str) -> None:
         self.key = key
         self.path = Path(path)
         self.reason = reason
@@ -146,7 +149,7 @@ class UnpicklableValueError(ExpkitError, TypeError):
 class ConfigError(ExpkitError, ValueError):
     """The configuration file is missing or is not valid YAML."""
 
-    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], reason: str, line: int | None = None) -> None:
         self.path = Path(path)
         self.reason = reason
         self.line = line
@@ -172,7 +175,9 @@ class UnknownStepError(ExpkitError, KeyError):
     def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
         self.suggestions = tuple(difflib.get_close_matches(name, list(known), n=3))
-        hint = f" — did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        hint = (
+            f" — did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""
+        )
         super().__init__(f"unknown step {name!r}{hint}")
 
 

@@ -28,9 +28,10 @@ def _strip(tree: ast.AST) -> ast.AST:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             node.decorator_list = []
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                if isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
+            first = body[0] if body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                is_docstring = isinstance(first.value.value, str)
+                node.body = (body[1:] or [ast.Pass()]) if is_docstring else body
     return tree
 
 
@@ -38,7 +39,9 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
     """16 hex digits that change when the function's code changes."""
     try:
         source = textwrap.dedent(inspect.getsource(fn))
-        normal = ast.dump(_strip(ast.parse(source)), annotate_fields=False, include_attributes=False)
+        normal = ast.dump(
+            _strip(ast.parse(source)), annotate_fields=False, include_attributes=False
+        )
         return _hash(normal.encode())
     except (OSError, TypeError, SyntaxError):
         code = getattr(fn, "__code__", None)

@@ -29,7 +29,8 @@ def environment_html(env: Environment) -> str:
     """A table of data keys with short reprs, then one of step statuses."""
     where = html.escape(repr(env))
     rows = "".join(
-        f"<tr><td><code>{html.escape(key)}</code></td><td><code>{html.escape(_short(env, key))}</code></td></tr>"
+        f"<tr><td><code>{html.escape(key)}</code></td>"
+        f"<td><code>{html.escape(_short(env, key))}</code></td></tr>"
         for key in sorted(env)
     )
     steps = "".join(

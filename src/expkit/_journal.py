@@ -1,9 +1,10 @@
-"""The environment's store: an append-only journal of checksummed frames.
+r"""The environment's store: an append-only journal of checksummed frames.
 
 Layout of the file ``env``::
 
-    header   b"EXPKIT\\0J" + format version (u16)
-    frame*   magic (4) | kind (1) | length (u64) | payload crc32 (u32) | header crc32 (u32) | payload
+    header   b"EXPKIT\0J" + format version (u16)
+    frame*   magic (4) | kind (1) | length (u64) | payload crc32 (u32)
+             | header crc32 (u32) | payload
 
 A *blob* frame holds one large pickled value; its payload checksum is verified
 when the value is first read, so loading never reads a 256 MB array nobody
@@ -103,7 +104,7 @@ class Update:
 
 def digest_of(data: bytes) -> bytes:
     """A 128-bit digest: tells whether a re-pickled value changed."""
-    import hashlib  # noqa: PLC0415 - keep import expkit light
+    import hashlib
 
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -128,7 +129,9 @@ class Journal:
         self._dir_fd = dir_fd
         self._path = path
         self.durable = durable
-        self._lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        self._lock_fd = os.open(
+            LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+        )
         self._fd = -1
         self._ino = -1
         #: End of the last valid commit we have read (or written).
@@ -323,7 +326,7 @@ class Journal:
             return stored.inline
         data = os.pread(self._fd, stored.length, stored.offset)
         if len(data) != stored.length or zlib.crc32(data) != stored.crc:
-            from ._errors import CorruptValueError  # noqa: PLC0415 - rare path
+            from ._errors import CorruptValueError
 
             raise CorruptValueError(key, self.path, "its bytes fail their checksum")
         return data
@@ -381,7 +384,9 @@ class Journal:
 
     # -- upkeep ----------------------------------------------------------
 
-    def upkeep(self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]) -> dict[str, Stored] | None:
+    def upkeep(
+        self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]
+    ) -> dict[str, Stored] | None:
         """Compact or refresh the index cache when due (lock held, all synced).
 
         Returns the values' new places after a compaction, else ``None``.
@@ -393,9 +398,13 @@ class Journal:
             self._write_index(data, steps)
         return None
 
-    def _compact(self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]) -> dict[str, Stored]:
+    def _compact(
+        self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]
+    ) -> dict[str, Stored]:
         tmp = f"{JOURNAL_NAME}.compact-{os.getpid()}-{os.urandom(4).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
+        )
         try:
             chunks = [_HEADER]
             pos = len(_HEADER)
@@ -433,9 +442,13 @@ class Journal:
         # and loading falls back to scanning the journal.
         anchor = _anchor(self._fd, self._end)
         entries = {key: item.to_tuple() for key, item in data.items()}
-        body = pickle.dumps((self._ino, self._end, anchor, entries, steps), protocol=pickle.HIGHEST_PROTOCOL)
+        body = pickle.dumps(
+            (self._ino, self._end, anchor, entries, steps), protocol=pickle.HIGHEST_PROTOCOL
+        )
         tmp = f"{INDEX_NAME}.new-{os.getpid()}-{os.urandom(4).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
+        )
         try:
             _write_all(fd, [_INDEX_MAGIC, _CRC.pack(zlib.crc32(body)), body])
         finally:
@@ -453,10 +466,12 @@ class Journal:
         finally:
             os.close(fd)
         body = raw[len(_INDEX_MAGIC) + _CRC.size :]
-        if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(body):
+        if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(
+            body
+        ):
             return None
         try:
-            ino, end, anchor, entries, steps = pickle.loads(body)  # noqa: S301 - builtins, checksummed
+            ino, end, anchor, entries, steps = pickle.loads(body)
         except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
             return None
         if ino != self._ino or os.fstat(self._fd).st_size < end or _anchor(self._fd, end) != anchor:
@@ -489,9 +504,9 @@ def _parse_header(buf: bytes, at: int) -> tuple[int, int, int] | None:
 
 def _apply_commit(update: Update, payload: bytes, path: Path, offset: int) -> None:
     try:
-        entries, steps, _label = pickle.loads(payload)  # noqa: S301 - builtins only, checksummed
+        entries, steps, _label = pickle.loads(payload)
         for key, value in entries.items():
             update.data[key] = None if value is None else Stored(*value)
         update.steps.update(steps)
-    except Exception as error:  # noqa: BLE001 - a checksummed frame that still fails is corruption
+    except Exception as error:
         raise CorruptEnvironmentError(path, f"unreadable commit ({error!r})", offset) from error

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from ._errors import UntrustedEnvironmentError
 
-__all__ = ["CURRENT_LINK", "check_trusted", "default_root", "durable_default", "repoint", "timestamp_name"]
+__all__ = [
+    "CURRENT_LINK",
+    "check_trusted",
+    "default_root",
+    "durable_default",
+    "repoint",
+    "timestamp_name",
+]
 
 CURRENT_LINK = Path("current")
 
@@ -19,7 +26,7 @@ def default_root() -> Path:
     return Path(os.environ.get("EXP_RESULTS") or "results")
 
 
-def durable_default(durable: bool | None) -> bool:
+def durable_default(durable: bool | None) -> bool:  # noqa: FBT001 - a resolver of one flag
     """An explicit choice wins; else ``EXPKIT_DURABLE=0`` turns fsync off."""
     if durable is not None:
         return durable
@@ -60,4 +67,6 @@ def check_trusted(path: Path, info: os.stat_result) -> None:
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise UntrustedEnvironmentError(path, f"it is owned by uid {info.st_uid}, not by you")
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UntrustedEnvironmentError(path, f"it is writable by group or others (mode {stat.filemode(info.st_mode)})")
+        raise UntrustedEnvironmentError(
+            path, f"it is writable by group or others (mode {stat.filemode(info.st_mode)})"
+        )

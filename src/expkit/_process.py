@@ -23,7 +23,7 @@ _START_TOLERANCE_S = 1.0
 
 @functools.cache
 def _hostname() -> str:
-    import socket  # noqa: PLC0415 - keep import expkit light
+    import socket
 
     return socket.gethostname()
 
@@ -53,7 +53,9 @@ def _proc_stat(pid: int) -> tuple[bytes, datetime] | None:
     # The command name (field 2) may hold spaces and parentheses: split after its last ")".
     fields = raw[raw.rindex(b")") + 2 :].split()
     ticks = int(fields[19])  # field 22 of the whole line: starttime, in clock ticks
-    return fields[0], datetime.fromtimestamp(boot + ticks / os.sysconf("SC_CLK_TCK"), tz=timezone.utc)
+    return fields[0], datetime.fromtimestamp(
+        boot + ticks / os.sysconf("SC_CLK_TCK"), tz=timezone.utc
+    )
 
 
 def process_start_time(pid: int) -> datetime | None:
@@ -74,7 +76,7 @@ def current_owner() -> Owner:
     return _owner[1]
 
 
-def is_alive(owner: Owner) -> bool:
+def is_alive(owner: Owner) -> bool:  # noqa: PLR0911 - one answer per kind of evidence
     """Whether ``owner`` may still be running.
 
     A process on another host cannot be probed: it is assumed alive, and the

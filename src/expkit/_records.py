@@ -28,7 +28,11 @@ class ErrorInfo:
     def from_exception(cls, error: BaseException) -> ErrorInfo:
         """Capture an exception's type, message and formatted traceback."""
         kind = type(error)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
         text = "".join(traceback.format_exception(kind, error, error.__traceback__))
         return cls(type=name, message=str(error), traceback=text)
 
@@ -74,9 +78,11 @@ class StoredResult:
         """Unpickle on first use; a bad pickle fails only this result."""
         if self._value is _UNSET:
             try:
-                self._value = pickle.loads(self._data)  # noqa: S301 - trust checked at load
-            except Exception as error:  # noqa: BLE001 - any unpickling failure is reported the same way
-                raise CorruptValueError(f"result of {step}", "<step record>", repr(error)) from error
+                self._value = pickle.loads(self._data)
+            except Exception as error:
+                raise CorruptValueError(
+                    f"result of {step}", "<step record>", repr(error)
+                ) from error
         return self._value
 
     def __eq__(self, other: object) -> bool:
@@ -138,7 +144,9 @@ class StepRecord:
             "fingerprint": self.fingerprint,
             "reads": sorted(self.reads),
             "writes": sorted(self.writes),
-            "owner": (self.owner.host, self.owner.pid, _ts(self.owner.started)) if self.owner else None,
+            "owner": (self.owner.host, self.owner.pid, _ts(self.owner.started))
+            if self.owner
+            else None,
         }
 
     @classmethod
@@ -146,7 +154,7 @@ class StepRecord:
         """Inverse of :meth:`to_state`."""
         owner = state["owner"]
         try:
-            params = pickle.loads(state["params"])  # noqa: S301 - trust checked at load
+            params = pickle.loads(state["params"])
         except Exception:  # noqa: BLE001 - a bad param pickle must not hide the record
             params = {}
         return cls(

@@ -28,7 +28,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def bound_params(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def bound_params(
+    step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
     """The step's arguments by name, defaults applied, ``env`` left out."""
     try:
         bound = step.signature.bind_partial(*args, **kwargs)
@@ -52,7 +54,9 @@ def bound_params(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[st
     return params
 
 
-def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def run_direct(
+    step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Run ``step`` once on ``env``: claim, run with retries and timeout, record, commit."""
     params = bound_params(step, args, kwargs)
     name = step.name
@@ -66,9 +70,11 @@ def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kw
         if missing:
             raise PrerequisiteError(name, missing)
         previous = env._steps.get(name)  # noqa: SLF001 - the runner is the environment's partner
-        if previous is not None and previous.status is Status.RUNNING and previous.owner is not None:
-            if is_alive(previous.owner):
-                raise StepRunningError(name, previous.owner.host, previous.owner.pid)
+        owner = (
+            previous.owner if previous is not None and previous.status is Status.RUNNING else None
+        )
+        if owner is not None and is_alive(owner):
+            raise StepRunningError(name, owner.host, owner.pid)
         env._put_record(  # noqa: SLF001
             StepRecord(
                 name=name,
@@ -97,7 +103,7 @@ def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kw
             raise
         try:
             stored = StoredResult.of(result)
-        except Exception as error:  # noqa: BLE001 - any pickling failure
+        except Exception as error:
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
             _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
             raise failure from error
@@ -109,7 +115,9 @@ def run_direct(step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kw
     return result
 
 
-def _attempt(step: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], attempts: list[int]) -> Any:
+def _attempt(
+    step: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], attempts: list[int]
+) -> Any:
     """Call the step's function, retrying on exceptions; ``attempts[0]`` counts the calls."""
     while True:
         try:

@@ -28,7 +28,9 @@ def _as_datetime(moment: datetime | float | None) -> datetime | None:
     if moment is None:
         return None
     if isinstance(moment, datetime):
-        return moment if moment.tzinfo is not None else moment.astimezone()  # naive means local time
+        return (
+            moment if moment.tzinfo is not None else moment.astimezone()
+        )  # naive means local time
     return datetime.fromtimestamp(moment, tz=timezone.utc)
 
 
@@ -70,7 +72,9 @@ class StepsMixin:
     ) -> None:
         """Set when the step started and ended (datetimes, or POSIX timestamps)."""
         with self._lock:
-            self._put_record(self._record(step).replace(started=_as_datetime(start), ended=_as_datetime(end)))
+            self._put_record(
+                self._record(step).replace(started=_as_datetime(start), ended=_as_datetime(end))
+            )
 
     def get_start_clock(self, step: str | _Named) -> datetime | None:
         """When the step last started."""

@@ -57,7 +57,7 @@ class Task(Generic[P, R]):
     @functools.cached_property
     def signature(self) -> inspect.Signature:
         """The function's signature."""
-        import inspect  # noqa: PLC0415 - keep import expkit light
+        import inspect
 
         return inspect.signature(self.fn)
 
@@ -65,7 +65,9 @@ class Task(Generic[P, R]):
     def takes_env(self) -> bool:
         """Whether the function accepts ``env`` (by name, or through ``**kwargs``)."""
         parameters = self.signature.parameters.values()
-        return "env" in self.signature.parameters or any(p.kind is p.VAR_KEYWORD for p in parameters)
+        return "env" in self.signature.parameters or any(
+            p.kind is p.VAR_KEYWORD for p in parameters
+        )
 
     @property
     def requires(self) -> tuple[Task[Any, Any], ...]:
@@ -80,7 +82,7 @@ class Task(Generic[P, R]):
     @functools.cached_property
     def code_fingerprint(self) -> str:
         """Changes when the function's source changes (formatting and docstrings aside)."""
-        from ._fingerprint import code_fingerprint  # noqa: PLC0415 - parses source: only when needed
+        from ._fingerprint import code_fingerprint
 
         return code_fingerprint(self.fn)
 
@@ -88,25 +90,22 @@ class Task(Generic[P, R]):
     # whatever the function's own signature says.
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run this step only: refuses if a prerequisite is not DONE."""
-        from ._runner import run_direct  # noqa: PLC0415 - avoid an import cycle
+        from ._runner import run_direct
 
         env = kwargs.pop("env", None)
         environment = resolve_env(env, new=self.options.new, symlink=self.options.symlink)
         result: R = run_direct(self, environment, args, kwargs)
         return result
 
-    def make(self, **kwargs: Any) -> Any:
-        """Same as ``expkit.make(self, **kwargs)``."""
-        from . import _planner  # noqa: PLC0415 - the planner is loaded only when used
-
-        return _planner.make(self, **kwargs)
-
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
 
 def resolve_env(
-    env: Environment | str | os.PathLike[str] | None, *, new: bool, symlink: bool | str | os.PathLike[str]
+    env: Environment | str | os.PathLike[str] | None,
+    *,
+    new: bool,
+    symlink: bool | str | os.PathLike[str],
 ) -> Environment:
     """The environment a direct call uses: given, fresh if ``new``, else ``./current``."""
     if isinstance(env, Environment):
@@ -124,7 +123,7 @@ def resolve_env(
 def get_or_create_env(
     new: bool,  # noqa: FBT001 - EnOSlib's positional signature
     env_name: Environment | str | os.PathLike[str] | None = None,
-    symlink: bool | str | os.PathLike[str] = True,  # noqa: FBT002 - EnOSlib's positional signature
+    symlink: bool | str | os.PathLike[str] = True,  # noqa: FBT001, FBT002 - EnOSlib's positional signature
     *,
     durable: bool | None = None,
 ) -> Environment:

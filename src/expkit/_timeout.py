@@ -66,7 +66,9 @@ def _injected(seconds: float, step: str) -> Iterator[None]:
     def inject() -> None:
         with guard:
             if not finished:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(_Injected))
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(_Injected)
+                )
 
     timer = threading.Timer(seconds, inject)
     timer.daemon = True

@@ -31,7 +31,9 @@ class Tracker:
         self.deleted |= inner.deleted
 
 
-_CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("expkit_tracker", default=None)
+_CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
+    "expkit_tracker", default=None
+)
 
 current_tracker = _CURRENT.get
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .. import __version__
+from expkit import __version__
 
 app = typer.Typer(
     name="exp",
