@@ -126,7 +126,7 @@ def percentile(samples: Sequence[float], pct: float) -> float:
 
 def table(headers: Sequence[str], body: Sequence[Sequence[str]], align: str = "") -> str:
     """A markdown table; ``align`` has one letter per column, ``l`` or ``r`` (default ``l``)."""
-    marks = ["---:" if (align[i:i + 1] == "r") else "---" for i in range(len(headers))]
+    marks = ["---:" if (align[i : i + 1] == "r") else "---" for i in range(len(headers))]
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(marks) + " |"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
@@ -136,10 +136,7 @@ def ratio_table(ratios: Sequence[Ratio]) -> str:
     """The ratios of one workload, with their targets and whether each is met."""
     body = []
     for item in ratios:
-        if item.met is None:
-            verdict = "(info)"
-        else:
-            verdict = "met" if item.met else "**MISSED**"
+        verdict = "(info)" if item.met is None else "met" if item.met else "**MISSED**"
         target = item.target_text or ("" if item.target is None else f"<= {item.target:g}")
         body.append([item.name, fmt_ratio(item.value), target, verdict])
     return table(["ratio (of medians)", "value", "target", "verdict"], body, "lrrl")
@@ -149,7 +146,7 @@ def fmt_ratio(value: float) -> str:
     """A ratio with about three significant digits (small ones as percentages too)."""
     if math.isnan(value):
         return "n/a"
-    if value < 0.1:  # noqa: PLR2004 - below 10 %, a percentage reads better
+    if value < 0.1:
         return f"{value:.4f} ({value * 100:.2f} %)"
     return f"{value:.2f}x"
 

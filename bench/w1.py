@@ -172,12 +172,16 @@ def _run(base: Path, warmup: int, timed: int) -> Section:
     ]
     markdown = "\n\n".join(
         [
-            f"### W1 — small step ({timed} timed steps per row after {warmup} warm-up, "
-            "interleaved)",
+            (
+                f"### W1 — small step ({timed} timed steps per row after {warmup} warm-up, "
+                "interleaved)"
+            ),
             table(["row", "median (us)", "p95 (us)", "n"], body, "lrrr"),
             ratio_table(ratios),
-            f"Read back from a fresh process ({len(checks)} expkit rows): "
-            f"`env[{key_of(last)!r}] == {value_of(last)!r}`, ok.",
+            (
+                f"Read back from a fresh process ({len(checks)} expkit rows): "
+                f"`env[{key_of(last)!r}] == {value_of(last)!r}`, ok."
+            ),
         ]
     )
     return Section("W1", markdown, ratios, ok=all(r.met is not False for r in ratios))

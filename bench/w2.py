@@ -182,7 +182,13 @@ def _run(base: Path, elements: int, warmup: int, timed: int) -> Section:
         raise AssertionError(msg)
 
     body = [
-        [row.name, ms(row.median), ms(min(row.samples)), ms(max(row.samples)), str(len(row.samples))]
+        [
+            row.name,
+            ms(row.median),
+            ms(min(row.samples)),
+            ms(max(row.samples)),
+            str(len(row.samples)),
+        ]
         for row in rows
     ]
     ratios = [
@@ -192,15 +198,19 @@ def _run(base: Path, elements: int, warmup: int, timed: int) -> Section:
     ]
     markdown = "\n\n".join(
         [
-            f"### W2 — big environment ({mib:g} MiB array + {KEYS} small keys), small change "
-            f"({timed} timed steps per row after {warmup} warm-up, interleaved, "
-            "`os.sync()` between calls)",
+            (
+                f"### W2 — big environment ({mib:g} MiB array + {KEYS} small keys), small change "
+                f"({timed} timed steps per row after {warmup} warm-up, interleaved, "
+                "`os.sync()` between calls)"
+            ),
             table(["row", "median (ms)", "min (ms)", "max (ms)", "n"], body, "lrrrr"),
             ratio_table(ratios),
-            f"State created once, untimed by the workload: expkit {ms(expkit_init)} ms, "
-            f"EnOSlib {ms(enos_init_ns)} ms. Read back from a fresh process (expkit): "
-            f"`env[{key_of(last)!r}] == {value_of(last)!r}` and the array's length and last "
-            "element, ok.",
+            (
+                f"State created once, untimed by the workload: expkit {ms(expkit_init)} ms, "
+                f"EnOSlib {ms(enos_init_ns)} ms. Read back from a fresh process (expkit): "
+                f"`env[{key_of(last)!r}] == {value_of(last)!r}` and the array's length and last "
+                "element, ok."
+            ),
         ]
     )
     return Section("W2", markdown, ratios, ok=all(r.met is not False for r in ratios))

@@ -1,0 +1,111 @@
+"""Run the benchmarks of BENCHMARKS.md and report medians, p95 and ratios.
+
+Usage: ``python bench/run.py [--quick] [--only W1,W2] [--tmp DIR] [--output FILE] [--strict]``.
+Prints a markdown report and writes it to ``docs/performance-latest.md`` (a
+generated file: figures worth keeping are copied into ``docs/performance.md``).
+With ``--strict``, exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import ROOT, Section, machine_info
+
+WORKLOADS = ("W1", "W2")
+
+
+def _runner(name: str) -> Callable[..., Section]:
+    """The ``run`` function of one workload (imported only when asked for)."""
+    if name == "W1":
+        import w1
+
+        return w1.run
+    if name == "W2":
+        import w2
+
+        return w2.run
+    msg = f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}"
+    raise SystemExit(msg)
+
+
+def _selected(only: str | None) -> list[str]:
+    if not only:
+        return list(WORKLOADS)
+    names = [part.strip().upper() for part in only.split(",") if part.strip()]
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        msg = f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}"
+        raise SystemExit(msg)
+    return names
+
+
+def report(sections: list[Section], *, quick: bool, seconds: float) -> str:
+    """The whole markdown report."""
+    lines = [
+        "# Benchmark results (generated)",
+        "",
+        "<!-- Written by bench/run.py; do not edit. Copy figures into docs/performance.md. -->",
+        "",
+        f"Machine: {machine_info()}.",
+        "",
+        (
+            f"Mode: {'--quick (fewer iterations, smaller W2 array: targets indicative only)' if quick else 'full'}; "
+            f"took {seconds:.0f} s. Times are wall clock (`time.perf_counter_ns`) of one call "
+            "each; rows of a workload run interleaved in one process, and only ratios of "
+            "medians from the same run are meant to be compared."
+        ),
+    ]
+    for section in sections:
+        lines += ["", section.markdown]
+    missed = [
+        f"{section.title}: {ratio.name}"
+        for section in sections
+        for ratio in section.ratios
+        if ratio.met is False
+    ]
+    lines += ["", "## Summary", ""]
+    if missed:
+        lines += [f"Targets missed ({len(missed)}):", ""] + [f"- {item}" for item in missed]
+    else:
+        lines.append("Every target met.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, run the workloads, print and write the report."""
+    parser = argparse.ArgumentParser(description="Run expkit's benchmarks (BENCHMARKS.md).")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations, smaller data")
+    parser.add_argument("--only", default=None, help="comma-separated workloads, e.g. W1,W2")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="directory for temporary environments"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "docs" / "performance-latest.md",
+        help="where to write the report (default: docs/performance-latest.md)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    start = time.monotonic()
+    sections = []
+    for name in _selected(args.only):
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        sections.append(_runner(name)(quick=args.quick, tmp=args.tmp))
+    text = report(sections, quick=args.quick, seconds=time.monotonic() - start)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"written to {args.output}", file=sys.stderr)
+    missed = not all(section.ok for section in sections)
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
