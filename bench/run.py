@@ -46,6 +46,9 @@ def _selected(only: str | None) -> list[str]:
 
 def report(sections: list[Section], *, quick: bool, seconds: float) -> str:
     """The whole markdown report."""
+    mode = (
+        "--quick (fewer iterations, smaller W2 array: targets indicative only)" if quick else "full"
+    )
     lines = [
         "# Benchmark results (generated)",
         "",
@@ -54,10 +57,10 @@ def report(sections: list[Section], *, quick: bool, seconds: float) -> str:
         f"Machine: {machine_info()}.",
         "",
         (
-            f"Mode: {'--quick (fewer iterations, smaller W2 array: targets indicative only)' if quick else 'full'}; "
-            f"took {seconds:.0f} s. Times are wall clock (`time.perf_counter_ns`) of one call "
-            "each; rows of a workload run interleaved in one process, and only ratios of "
-            "medians from the same run are meant to be compared."
+            f"Mode: {mode}; took {seconds:.0f} s. Times are wall clock "
+            "(`time.perf_counter_ns`) of one call each; the rows of a workload run "
+            "interleaved in one process, and only ratios of medians from the same run are "
+            "meant to be compared."
         ),
     ]
     for section in sections:

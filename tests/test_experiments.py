@@ -13,7 +13,7 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 
 def _run(script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our interpreter, our script
+    return subprocess.run(
         [sys.executable, str(EXPERIMENTS / script)],
         capture_output=True,
         text=True,
