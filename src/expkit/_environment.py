@@ -56,6 +56,10 @@ class _Slot:
         self.raw = raw
 
 
+def _as_stored(item: tuple[Any, ...]) -> Stored:
+    return item if isinstance(item, Stored) else Stored._make(item)
+
+
 def _pickle(key: str, value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -75,7 +79,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._journal: Journal | None = None
-        self._slots: dict[str, _Slot] = {}
+        # A key not touched since loading maps to its stored form, a bare tuple,
+        # and becomes a _Slot on first use: loading builds no object per key.
+        self._slots: dict[str, _Slot | tuple[Any, ...]] = {}
         self._assigned: set[str] = set()
         self._deleted: set[str] = set()
         self._touched: set[str] = set()
@@ -123,20 +129,17 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         ``None`` means ``./current``. Loading never moves ``current``. A step
         left RUNNING by a process that died is marked INTERRUPTED.
         """
-        where = Path(path) if path is not None else CURRENT_LINK
         if path is None and not os.path.lexists(CURRENT_LINK):
             raise NoEnvironmentError(
                 CURRENT_LINK.absolute(),
                 "no ./current link here; run a step with new=True, or pass env=",
             )
-        directory = where.resolve()
-        if directory.is_file():
-            directory = directory.parent
-        journal = Journal.open(directory, durable=durable_default(durable))
+        where = os.fspath(path) if path is not None else str(CURRENT_LINK)
+        journal = Journal.open(where, durable=durable_default(durable))
         try:
             if not trust:
-                check_trusted(directory, journal.stat_dir())
-                check_trusted(journal.path, journal.stat_journal())
+                check_trusted(journal.opened_as, journal.stat_dir())
+                check_trusted(journal.opened_as / "env", journal.stat_journal())
             env = cls._bind(journal)
             env.refresh()
         except BaseException:
@@ -201,11 +204,12 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None:
+            found = self._slots.get(key)
+            if found is None:
                 if key == _RESULTDIR and self._journal is not None:
                     return self._journal.directory
                 raise KeyError(key)
+            slot = found if isinstance(found, _Slot) else self._promote(key, found)
             value = slot.value
             if value is _UNLOADED:
                 value = slot.value = self._unpickle(key, slot)
@@ -222,10 +226,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             raise TypeError(msg)
         with self._lock:
             slot = self._slots.get(key)
-            if slot is None:
-                self._slots[key] = _Slot(value)
-            else:
+            if isinstance(slot, _Slot):
                 slot.value, slot.raw = value, None
+            else:
+                self._slots[key] = _Slot(value, None if slot is None else _as_stored(slot))
             self._assigned.add(key)
             self._deleted.discard(key)
             tracker = current_tracker()
@@ -263,6 +267,14 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
         return environment_html(self)
 
+    def _promote(self, key: str, stored: tuple[Any, ...]) -> _Slot:
+        slot = self._slots[key] = _Slot(stored=_as_stored(stored))
+        return slot
+
+    def _slot(self, key: str) -> _Slot:
+        found = self._slots[key]
+        return found if isinstance(found, _Slot) else self._promote(key, found)
+
     def _unpickle(self, key: str, slot: _Slot) -> Any:
         if slot.raw is not None:
             data, where = slot.raw, "<memory>"
@@ -278,7 +290,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def pickled(self, key: str) -> bytes:
         """The pickled bytes of ``key``'s value, without unpickling it when stored."""
         with self._lock:
-            slot = self._slots[key]
+            slot = self._slot(key)
             if slot.raw is not None:
                 return slot.raw
             if slot.value is _UNLOADED and slot.stored is not None and self._journal is not None:
@@ -287,9 +299,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def _set_pickled(self, key: str, data: bytes) -> None:
         with self._lock:
-            self._slots[key] = _Slot(
-                raw=data, stored=(old.stored if (old := self._slots.get(key)) else None)
+            old = self._slots.get(key)
+            stored = (
+                old.stored if isinstance(old, _Slot) else None if old is None else _as_stored(old)
             )
+            self._slots[key] = _Slot(raw=data, stored=stored)
             self._assigned.add(key)
             self._deleted.discard(key)
 
@@ -332,7 +346,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 if data or steps:
                     stored = journal.append(data, steps, label, digests, sync=sync)
                     for key, item in stored.items():
-                        slot = self._slots[key]
+                        slot = self._slot(key)
                         slot.stored, slot.raw = item, None
                 # Unpicklable values skipped on request stay pending: nothing is dropped.
                 self._assigned = set(failed)
@@ -341,18 +355,24 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 self._steps_dirty.clear()
                 if not sync and journal.durable:
                     return changed
-                moved = journal.upkeep(
-                    {
-                        key: slot.stored
-                        for key, slot in self._slots.items()
-                        if slot.stored is not None
-                    },
-                    {name: record.to_state() for name, record in self._steps.items()},
-                )
+                moved = journal.upkeep(self._snapshot)
                 if moved is not None:
                     for key, item in moved.items():
-                        self._slots[key].stored = item
+                        current = self._slots[key]
+                        if isinstance(current, _Slot):
+                            current.stored = item
+                        else:
+                            self._slots[key] = item
             return changed
+
+    def _snapshot(self) -> tuple[dict[str, Stored], dict[str, dict[str, Any]]]:
+        """The whole committed state, for the journal's upkeep."""
+        data = {}
+        for key, slot in self._slots.items():
+            stored = slot.stored if isinstance(slot, _Slot) else _as_stored(slot)
+            if stored is not None:
+                data[key] = stored
+        return data, {name: record.to_state() for name, record in self._steps.items()}
 
     def _collect(
         self, *, skip_unpicklable: bool
@@ -366,7 +386,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 data[key] = None
         for key in self._assigned | self._touched:
             slot = self._slots.get(key)
-            if slot is None or (slot.value is _UNLOADED and slot.raw is None):
+            if not isinstance(slot, _Slot) or (slot.value is _UNLOADED and slot.raw is None):
                 continue
             try:
                 raw = slot.raw if slot.raw is not None else _pickle(key, slot.value)
@@ -384,10 +404,19 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def _absorb(self, update: Update) -> None:  # noqa: C901, PLR0912 - one case per kind of change
         """Take in other processes' commits; our uncommitted changes win."""
+        if update.full and not self._slots and not self._steps:
+            # A first load: nothing of ours to reconcile.
+            self._slots = {key: item for key, item in update.data.items() if item is not None}
+            self._steps = {
+                name: StepRecord.from_state(state) for name, state in update.steps.items() if state
+            }
+            return
         mine = self._assigned | self._deleted
         if update.full:
             for key in [
-                k for k, s in self._slots.items() if s.stored is not None and k not in update.data
+                k
+                for k, s in self._slots.items()
+                if not (isinstance(s, _Slot) and s.stored is None) and k not in update.data
             ]:
                 if key not in mine:
                     del self._slots[key]
@@ -395,19 +424,20 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 n for n in self._steps if n not in update.steps and n not in self._steps_dirty
             ]:
                 del self._steps[name]
-        for key, stored in update.data.items():
+        for key, item in update.data.items():
             slot = self._slots.get(key)
+            stored = None if item is None else _as_stored(item)
             if key in mine:
                 # Our change wins, but compare it with the latest stored form:
                 # assigning back the value another process replaced is a change.
-                if slot is not None:
+                if isinstance(slot, _Slot):
                     slot.stored = stored
                 continue
             if stored is None:
                 self._slots.pop(key, None)
                 self._touched.discard(key)
-            elif slot is None:
-                self._slots[key] = _Slot(stored=stored)
+            elif not isinstance(slot, _Slot):
+                self._slots[key] = stored  # not in use here: take the new stored form
             elif slot.stored is not None and slot.stored.digest == stored.digest:
                 slot.stored = stored  # same value, maybe at a new place (compaction)
             elif key in self._touched and self._mutated(key, slot):

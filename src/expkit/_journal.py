@@ -31,9 +31,9 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import CorruptEnvironmentError, EnvironmentExistsError, NoEnvironmentError
 
@@ -62,9 +62,11 @@ _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Stored:
-    """Where a committed value lives: inline bytes, or a blob frame."""
+class Stored(NamedTuple):
+    """Where a committed value lives: inline bytes, or a blob frame.
+
+    A named tuple: loading builds one per key, and tuples build fastest.
+    """
 
     digest: bytes
     inline: bytes | None = None
@@ -86,7 +88,8 @@ class Stored:
 class Update:
     """What the commits read since the last look changed (later commits win)."""
 
-    data: dict[str, Stored | None] = dataclasses.field(default_factory=dict)
+    #: Stored forms; from the index cache they are bare tuples (see Stored).
+    data: dict[str, tuple[Any, ...] | None] = dataclasses.field(default_factory=dict)
     steps: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
     #: The journal was replaced (compacted by another process): ``data`` and
     #: ``steps`` hold the whole state, and what they lack was deleted.
@@ -137,7 +140,9 @@ class Journal:
         #: End of the last valid commit we have read (or written).
         self._end = 0
         self._commits_since_index = 0
-        self._index_written_at = 0
+        #: Compact when the journal grows past this (twice its live data, plus
+        #: slack); learnt at the first upkeep, which comes within INDEX_EVERY commits.
+        self._compact_at = 1 << 62
         self._unsynced = False
 
     # -- opening ---------------------------------------------------------
@@ -174,12 +179,17 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, path: Path, *, durable: bool) -> Journal:
-        """Open the journal in directory ``path``."""
+    def open(cls, where: str, *, durable: bool) -> Journal:
+        """Open the journal of directory ``where`` (or of the journal file ``where``)."""
         try:
-            dir_fd = _open_dir(path)
+            try:
+                dir_fd = _open_dir(where)
+            except NotADirectoryError:  # the journal file itself, or a link to it
+                where = os.path.dirname(os.path.realpath(where))
+                dir_fd = _open_dir(where)
         except (FileNotFoundError, NotADirectoryError):
-            raise NoEnvironmentError(path) from None
+            raise NoEnvironmentError(where) from None
+        path = Path(os.path.abspath(where))
         try:
             os.stat(JOURNAL_NAME, dir_fd=dir_fd)
             return cls(dir_fd, path, durable=durable)
@@ -210,6 +220,11 @@ class Journal:
     def path(self) -> Path:
         """The journal file."""
         return self.directory / JOURNAL_NAME
+
+    @property
+    def opened_as(self) -> Path:
+        """The directory's absolute path as given when it was opened."""
+        return self._path
 
     def stat_dir(self) -> os.stat_result:
         """``stat`` of the environment directory."""
@@ -297,7 +312,7 @@ class Journal:
                 if zlib.crc32(payload) != crc:
                     self._check_torn(pos, end)
                     break
-                _apply_commit(update, payload, self.path, pos)
+                _apply_commit(update, payload, self, pos)
                 self._end = body + length
                 self._commits_since_index += 1
                 pending_blobs = 0
@@ -385,18 +400,27 @@ class Journal:
     # -- upkeep ----------------------------------------------------------
 
     def upkeep(
-        self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]
+        self, snapshot: Callable[[], tuple[dict[str, Stored], dict[str, dict[str, Any]]]]
     ) -> dict[str, Stored] | None:
-        """Compact or refresh the index cache when due (lock held, all synced).
+        """Compact, or refresh the index cache, when due (lock held, all synced).
 
+        ``snapshot()`` gives the whole live state; it is called only when some
+        upkeep is due, so a commit's cost stays independent of the state's size.
         Returns the values' new places after a compaction, else ``None``.
         """
-        live = len(_HEADER) + sum(item.size for item in data.values()) + 512 * len(steps)
-        if self._end > 2 * live + _COMPACT_SLACK:
+        if self._end <= self._compact_at and self._commits_since_index < INDEX_EVERY:
+            return None
+        data, steps = snapshot()
+        self._plan_compaction(data, steps)
+        if self._end > self._compact_at:
             return self._compact(data, steps)
         if self._commits_since_index >= INDEX_EVERY:
             self._write_index(data, steps)
         return None
+
+    def _plan_compaction(self, data: Mapping[str, Stored | None], steps: Mapping[str, Any]) -> None:
+        live = len(_HEADER) + sum(item.size for item in data.values() if item) + 512 * len(steps)
+        self._compact_at = 2 * live + _COMPACT_SLACK
 
     def _compact(
         self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]
@@ -415,7 +439,7 @@ class Journal:
                     raw = os.pread(self._fd, item.length, item.offset)
                     head = _FRAME.pack(_FRAME_MAGIC, _BLOB, item.length, item.crc)
                     chunks += [head + _CRC.pack(zlib.crc32(head)), raw]
-                    item = dataclasses.replace(item, offset=pos + _FRAME_SIZE)  # noqa: PLW2901
+                    item = item._replace(offset=pos + _FRAME_SIZE)  # noqa: PLW2901
                     pos += _FRAME_SIZE + item.length
                 moved[key] = item
             entries = {key: item.to_tuple() for key, item in moved.items()}
@@ -477,7 +501,7 @@ class Journal:
         if ino != self._ino or os.fstat(self._fd).st_size < end or _anchor(self._fd, end) != anchor:
             return None
         self._end = end
-        return Update(data={key: Stored(*value) for key, value in entries.items()}, steps=steps)
+        return Update(data=entries, steps=steps)
 
 
 def _anchor(fd: int, end: int) -> bytes:
@@ -486,7 +510,7 @@ def _anchor(fd: int, end: int) -> bytes:
     return os.pread(fd, end - start, start)
 
 
-def _open_dir(path: Path) -> int:
+def _open_dir(path: str | Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
@@ -502,11 +526,13 @@ def _parse_header(buf: bytes, at: int) -> tuple[int, int, int] | None:
     return kind, length, crc
 
 
-def _apply_commit(update: Update, payload: bytes, path: Path, offset: int) -> None:
+def _apply_commit(update: Update, payload: bytes, journal: Journal, offset: int) -> None:
     try:
         entries, steps, _label = pickle.loads(payload)
         for key, value in entries.items():
-            update.data[key] = None if value is None else Stored(*value)
+            update.data[key] = value
         update.steps.update(steps)
     except Exception as error:
-        raise CorruptEnvironmentError(path, f"unreadable commit ({error!r})", offset) from error
+        raise CorruptEnvironmentError(
+            journal.path, f"unreadable commit ({error!r})", offset
+        ) from error
