@@ -57,7 +57,7 @@ _INDEX_MAGIC = b"EXPKITIX"
 #: Values larger than this go to a blob frame of their own.
 BLOB_THRESHOLD = 64 * 1024
 #: Rewrite the index cache after this many commits past it.
-INDEX_EVERY = 16
+INDEX_EVERY = 4
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 
@@ -462,22 +462,23 @@ class Journal:
         return moved
 
     def _write_index(self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]) -> None:
-        # The index is a cache: no fsync. A torn or stale one fails validation
-        # and loading falls back to scanning the journal.
+        # The index is a cache, rewritten in place and never fsynced: it is only
+        # read and written under the lock, and one torn by a crash fails its
+        # checksum, so loading falls back to scanning the journal.
         anchor = _anchor(self._fd, self._end)
         entries = {key: item.to_tuple() for key, item in data.items()}
         body = pickle.dumps(
             (self._ino, self._end, anchor, entries, steps), protocol=pickle.HIGHEST_PROTOCOL
         )
-        tmp = f"{INDEX_NAME}.new-{os.getpid()}-{os.urandom(4).hex()}"
+        blob = _INDEX_MAGIC + _CRC.pack(zlib.crc32(body)) + body
         fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
+            INDEX_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
         )
         try:
-            _write_all(fd, [_INDEX_MAGIC, _CRC.pack(zlib.crc32(body)), body])
+            _write_all(fd, [blob])
+            os.ftruncate(fd, len(blob))
         finally:
             os.close(fd)
-        os.replace(tmp, INDEX_NAME, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         self._commits_since_index = 0
 
     def _read_index(self) -> Update | None:
