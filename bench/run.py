@@ -1,7 +1,7 @@
 """Run the benchmarks of BENCHMARKS.md and report medians, p95 and ratios.
 
 Usage: ``python bench/run.py [--quick] [--only W1,W2] [--tmp DIR] [--output FILE] [--strict]``.
-Prints a markdown report and writes it to ``docs/performance-latest.md`` (a
+Prints a markdown report and writes it to ``build/bench/latest.md`` (a
 generated file: figures worth keeping are copied into ``docs/performance.md``).
 With ``--strict``, exits 1 when a target is missed.
 """
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output",
         type=Path,
-        default=ROOT / "docs" / "performance-latest.md",
-        help="where to write the report (default: docs/performance-latest.md)",
+        default=ROOT / "build" / "bench" / "latest.md",
+        help="where to write the report (default: build/bench/latest.md)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
