@@ -12,7 +12,7 @@ __all__ = ["load_config"]
 
 def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; an empty file gives ``{}``."""
-    import yaml
+    import yaml  # keep import expkit light
 
     try:
         text = path.read_text(encoding="utf-8")

@@ -63,7 +63,7 @@ def _as_stored(item: tuple[Any, ...]) -> Stored:
 def _pickle(key: str, value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
+    except Exception as error:  # pickle raises many types; all mean "cannot store"
         raise UnpicklableValueError(key, f"{type(error).__name__}: {error}") from error
 
 
@@ -263,7 +263,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         return f"<Environment {where}: {len(self)} keys, {len(self._steps)} steps>"
 
     def _repr_html_(self) -> str:
-        from ._html import environment_html
+        from ._html import environment_html  # only notebooks need it
 
         return environment_html(self)
 
@@ -283,8 +283,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         else:  # pragma: no cover - a slot always has a value or a stored form
             raise CorruptValueError(key, "<memory>", "no stored form")
         try:
-            return pickle.loads(data)
-        except Exception as error:
+            return pickle.loads(data)  # the environment's owner was checked at load
+        except Exception as error:  # any unpickling failure fails only this key
             raise CorruptValueError(key, where, f"{type(error).__name__}: {error}") from error
 
     def pickled(self, key: str) -> bytes:
@@ -513,7 +513,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def loads(cls, data: bytes, *, source: str = "<bytes>") -> Environment:
         """An in-memory environment from :meth:`dumps` output."""
         try:
-            tag, version, values, steps = pickle.loads(data)
+            tag, version, values, steps = pickle.loads(data)  # the caller chose to load it
             if tag != _EXPORT_TAG or version != _EXPORT_VERSION:
                 raise ValueError(f"not an expkit export (tag {tag!r}, version {version!r})")  # noqa: TRY301
             env = cls()
@@ -524,7 +524,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             for name, state in steps.items():
                 env._steps[name] = StepRecord.from_state(state)
             env._steps_dirty = set(steps)
-        except Exception as error:
+        except Exception as error:  # truncated or foreign data: one clear error
             raise CorruptEnvironmentError(
                 source, f"cannot read an exported environment ({error!r})"
             ) from error
@@ -555,7 +555,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def reload_config(self) -> None:
         """Re-read ``env["config_file"]`` (YAML) into ``env["config"]``, replacing it."""
-        from ._config import load_config
+        from ._config import load_config  # YAML is imported only when used
 
         with self._lock:
             path = Path(self["config_file"]).absolute()

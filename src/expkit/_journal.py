@@ -107,7 +107,7 @@ class Update:
 
 def digest_of(data: bytes) -> bytes:
     """A 128-bit digest: tells whether a re-pickled value changed."""
-    import hashlib
+    import hashlib  # keep import expkit light
 
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -341,7 +341,7 @@ class Journal:
             return stored.inline
         data = os.pread(self._fd, stored.length, stored.offset)
         if len(data) != stored.length or zlib.crc32(data) != stored.crc:
-            from ._errors import CorruptValueError
+            from ._errors import CorruptValueError  # rare path
 
             raise CorruptValueError(key, self.path, "its bytes fail their checksum")
         return data
@@ -496,7 +496,7 @@ class Journal:
         ):
             return None
         try:
-            ino, end, anchor, entries, steps = pickle.loads(body)
+            ino, end, anchor, entries, steps = pickle.loads(body)  # builtins, checksummed
         except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
             return None
         if ino != self._ino or os.fstat(self._fd).st_size < end or _anchor(self._fd, end) != anchor:
@@ -529,11 +529,11 @@ def _parse_header(buf: bytes, at: int) -> tuple[int, int, int] | None:
 
 def _apply_commit(update: Update, payload: bytes, journal: Journal, offset: int) -> None:
     try:
-        entries, steps, _label = pickle.loads(payload)
+        entries, steps, _label = pickle.loads(payload)  # builtins only, checksummed
         for key, value in entries.items():
             update.data[key] = value
         update.steps.update(steps)
-    except Exception as error:
+    except Exception as error:  # a checksummed frame that still fails is corruption
         raise CorruptEnvironmentError(
             journal.path, f"unreadable commit ({error!r})", offset
         ) from error

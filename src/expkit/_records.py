@@ -78,8 +78,8 @@ class StoredResult:
         """Unpickle on first use; a bad pickle fails only this result."""
         if self._value is _UNSET:
             try:
-                self._value = pickle.loads(self._data)
-            except Exception as error:
+                self._value = pickle.loads(self._data)  # trust checked at load
+            except Exception as error:  # any unpickling failure is reported the same way
                 raise CorruptValueError(
                     f"result of {step}", "<step record>", repr(error)
                 ) from error
@@ -154,7 +154,7 @@ class StepRecord:
         """Inverse of :meth:`to_state`."""
         owner = state["owner"]
         try:
-            params = pickle.loads(state["params"])
+            params = pickle.loads(state["params"])  # trust checked at load
         except Exception:  # noqa: BLE001 - a bad param pickle must not hide the record
             params = {}
         return cls(

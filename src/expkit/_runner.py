@@ -103,7 +103,7 @@ def run_direct(
             raise
         try:
             stored = StoredResult.of(result)
-        except Exception as error:
+        except Exception as error:  # any pickling failure
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
             _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
             raise failure from error

@@ -90,7 +90,7 @@ class Task(Generic[P, R]):
     # whatever the function's own signature says.
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run this step only: refuses if a prerequisite is not DONE."""
-        from ._runner import run_direct
+        from ._runner import run_direct  # avoid an import cycle
 
         env = kwargs.pop("env", None)
         environment = resolve_env(env, new=self.options.new, symlink=self.options.symlink)

@@ -7,6 +7,6 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of the ``exp`` console script."""
-    from ._app import app
+    from ._app import app  # typer and rich load only for the command
 
     app()
