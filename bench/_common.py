@@ -268,3 +268,14 @@ def machine_info() -> str:
         f"expkit {version_of('expkit')} (commit {git_commit()}), "
         f"enoslib {version_of('enoslib')}, numpy {version_of('numpy')}"
     )
+
+
+def standalone(run: Callable[..., Section], doc: str | None, quick_help: str) -> None:
+    """Run one workload from its own script and print its section."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--tmp", type=Path, default=None, help="where to make temporary files")
+    args = parser.parse_args()
+    print(run(quick=args.quick, tmp=args.tmp).markdown)

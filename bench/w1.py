@@ -8,7 +8,6 @@ its environment by path, so it loads it from disk and commits.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from _common import (
     ratio_table,
     read_back,
     set_env,
+    standalone,
     table,
     us,
 )
@@ -187,14 +187,5 @@ def _run(base: Path, warmup: int, timed: int) -> Section:
     return Section("W1", markdown, ratios, ok=all(r.met is not False for r in ratios))
 
 
-def main() -> None:
-    """Run W1 alone and print its section."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--tmp", type=Path, default=None, help="where to make temporary files")
-    args = parser.parse_args()
-    print(run(quick=args.quick, tmp=args.tmp).markdown)
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, __doc__, "fewer iterations")

@@ -8,7 +8,6 @@ written + fsync + ``os.replace``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import shutil
@@ -30,6 +29,7 @@ from _common import (
     ms,
     ratio_table,
     read_back,
+    standalone,
     table,
     write_all,
 )
@@ -216,14 +216,5 @@ def _run(base: Path, elements: int, warmup: int, timed: int) -> Section:
     return Section("W2", markdown, ratios, ok=all(r.met is not False for r in ratios))
 
 
-def main() -> None:
-    """Run W2 alone and print its section."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a 32 MiB array, fewer steps")
-    parser.add_argument("--tmp", type=Path, default=None, help="where to make temporary files")
-    args = parser.parse_args()
-    print(run(quick=args.quick, tmp=args.tmp).markdown)
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, __doc__, "a 32 MiB array, fewer steps")

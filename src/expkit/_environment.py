@@ -60,6 +60,13 @@ def _as_stored(item: tuple[Any, ...]) -> Stored:
     return item if isinstance(item, Stored) else Stored._make(item)
 
 
+def _stored_form(found: _Slot | tuple[Any, ...] | None) -> Stored | None:
+    """What the journal holds for a key, whatever shape its entry has now."""
+    if isinstance(found, _Slot):
+        return found.stored
+    return None if found is None else _as_stored(found)
+
+
 def _pickle(key: str, value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -229,7 +236,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             if isinstance(slot, _Slot):
                 slot.value, slot.raw = value, None
             else:
-                self._slots[key] = _Slot(value, None if slot is None else _as_stored(slot))
+                self._slots[key] = _Slot(value, _stored_form(slot))
             self._assigned.add(key)
             self._deleted.discard(key)
             tracker = current_tracker()
@@ -299,11 +306,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def _set_pickled(self, key: str, data: bytes) -> None:
         with self._lock:
-            old = self._slots.get(key)
-            stored = (
-                old.stored if isinstance(old, _Slot) else None if old is None else _as_stored(old)
-            )
-            self._slots[key] = _Slot(raw=data, stored=stored)
+            self._slots[key] = _Slot(raw=data, stored=_stored_form(self._slots.get(key)))
             self._assigned.add(key)
             self._deleted.discard(key)
 
@@ -367,11 +370,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     def _snapshot(self) -> tuple[dict[str, Stored], dict[str, dict[str, Any]]]:
         """The whole committed state, for the journal's upkeep."""
-        data = {}
-        for key, slot in self._slots.items():
-            stored = slot.stored if isinstance(slot, _Slot) else _as_stored(slot)
-            if stored is not None:
-                data[key] = stored
+        data = {key: stored for key, slot in self._slots.items() if (stored := _stored_form(slot))}
         return data, {name: record.to_state() for name, record in self._steps.items()}
 
     def _collect(

@@ -295,7 +295,6 @@ class Journal:
         update = Update()
         buf, buf_at = b"", start
         pos = start
-        pending_blobs = 0
         while pos < end:
             if not (buf_at <= pos and pos + _FRAME_SIZE <= buf_at + len(buf)):
                 buf, buf_at = os.pread(self._fd, min(_CHUNK, end - pos), pos), pos
@@ -315,9 +314,6 @@ class Journal:
                 _apply_commit(update, payload, self, pos)
                 self._end = body + length
                 self._commits_since_index += 1
-                pending_blobs = 0
-            else:
-                pending_blobs += 1
             pos = body + length
         return update
 
