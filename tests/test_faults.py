@@ -23,25 +23,31 @@ KILLS = 200
 # from disk and committing; it reports each step's start and return.
 CHILD = textwrap.dedent(
     """
+    import os
     import sys
     import time
     from expkit import task
 
     path, first = sys.argv[1], int(sys.argv[2])
 
+    def say(line):
+        # One write(2) per line: a kill never leaves half a line, even when
+        # PYTHONUNBUFFERED makes print() write each piece separately.
+        os.write(1, (line + "\\n").encode())
+
     def body(env, i):
-        print("start", i, flush=True)
+        say(f"start {i}")
         env[f"k{i}"] = i
         env["counter"] = env.get("counter", 0) + 1
         env.setdefault("log", []).append(i)
         time.sleep(0.002)  # widen the body so that many kills land inside a step
 
     steps = [task(name=f"s{n}")(body) for n in range(10)]
-    print("ready", flush=True)
+    say("ready")
     i = first
     while True:
         steps[i % 10](env=path, i=i)
-        print("done", i, flush=True)
+        say(f"done {i}")
         i += 1
     """
 )
@@ -49,25 +55,25 @@ CHILD = textwrap.dedent(
 
 def _kill_at_random(path: Path, first: int, rng: random.Random) -> tuple[set[int], int | None]:
     """Start the child, SIGKILL it at a random instant; the steps it returned from and the last it started."""
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), str(first)],
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(rng.uniform(0, 0.03))
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0, 0.03))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        output = child.stdout.read()
     done: set[int] = set()
     started: int | None = None
-    for line in child.stdout.read().splitlines():
+    for line in output.splitlines():
         word, _, number = line.partition(" ")
         if word == "start":
             started = int(number)
         elif word == "done":
             done.add(int(number))
-    child.stdout.close()
     return done, started
 
 
