@@ -96,6 +96,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         self._steps_dirty: set[str] = set()
         #: Made from a one-step export: holds a record and no data at all.
         self._records_only = False
+        #: A step's private copy during a run (see _view): commits stay in memory.
+        self._is_view = False
+        #: Runs hold compaction off while steps read stored values by position.
+        self._upkeep_held = 0
 
     # -- creating and loading -------------------------------------------
 
@@ -331,6 +335,13 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         the data.
         """
         with self._lock:
+            if self._is_view:
+                # A step's view during a run: its changes go back to the run's
+                # driver, the only writer, which commits them with the record.
+                data, _, _ = self._collect(skip_unpicklable=True)
+                if before is not None:
+                    before(set(data))
+                return set(data)
             journal = self._journal
             if journal is None:
                 raise NoEnvironmentError(
@@ -356,7 +367,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 self._touched.clear()
                 self._deleted.clear()
                 self._steps_dirty.clear()
-                if not sync and journal.durable:
+                if (not sync and journal.durable) or self._upkeep_held:
                     return changed
                 moved = journal.upkeep(self._snapshot)
                 if moved is not None:
@@ -367,6 +378,25 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                         else:
                             self._slots[key] = item
             return changed
+
+    def _view(self) -> Environment:
+        """A private copy of the committed state for one step of a run.
+
+        It reads stored values through this environment's journal, lazily,
+        and never writes: what the step changes is taken from it by the run's
+        driver. Commit before making views: uncommitted changes are not in them.
+        """
+        with self._lock:
+            view = Environment()
+            view._journal = self._journal
+            view._is_view = True
+            view._slots = {
+                key: stored
+                for key, found in self._slots.items()
+                if (stored := _stored_form(found)) is not None
+            }
+            view._steps = dict(self._steps)
+            return view
 
     def _snapshot(self) -> tuple[dict[str, Stored], dict[str, dict[str, Any]]]:
         """The whole committed state, for the journal's upkeep."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import PrerequisiteError, StepRunningError, UnpicklableValueError
 from ._fingerprint import params_fingerprint
+from ._instances import instance_name, step_done
 from ._process import current_owner, is_alive
 from ._records import ErrorInfo, StepRecord, StoredResult
 from ._status import Status
@@ -59,14 +60,14 @@ def run_direct(
 ) -> Any:
     """Run ``step`` once on ``env``: claim, run with retries and timeout, record, commit."""
     params = bound_params(step, args, kwargs)
-    name = step.name
+    name = step.name if step.options.grid is None else _direct_instance(step, args, kwargs)
     fingerprint = f"{step.code_fingerprint}{params_fingerprint(params)}"
     started = _now()
 
     def claim(_changed: set[str]) -> None:
         # Under the environment's file lock with every other commit read: two
         # processes cannot both find the step free.
-        missing = [req.name for req in step.requires if not env.is_done(req.name)]
+        missing = [req.name for req in step.requires if not step_done(env, req)]
         if missing:
             raise PrerequisiteError(name, missing)
         previous = env._steps.get(name)  # noqa: SLF001 - the runner is the environment's partner
@@ -96,21 +97,21 @@ def run_direct(
         try:
             result = _attempt(step, args, kwargs, attempts)
         except KeyboardInterrupt as error:
-            _finish(env, step, tracker, Status.CANCELLED, attempts[0], error=error)
+            _finish(env, name, tracker, Status.CANCELLED, attempts[0], error=error)
             raise
         except BaseException as error:  # SystemExit too: recorded, then re-raised
-            _finish(env, step, tracker, Status.FAILED, attempts[0], error=error)
+            _finish(env, name, tracker, Status.FAILED, attempts[0], error=error)
             raise
         try:
             stored = StoredResult.of(result)
         except Exception as error:  # any pickling failure
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
-            _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
+            _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
             raise failure from error
         try:
-            _finish(env, step, tracker, Status.DONE, attempts[0], result=stored)
+            _finish(env, name, tracker, Status.DONE, attempts[0], result=stored)
         except UnpicklableValueError as failure:
-            _finish(env, step, tracker, Status.FAILED, attempts[0], error=failure)
+            _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
             raise
     return result
 
@@ -130,9 +131,17 @@ def _attempt(
         attempts[0] += 1
 
 
+def _direct_instance(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """The instance a direct call of a sweep step runs: named by its grid keys' values."""
+    given = step.signature.bind_partial(*args, **kwargs).arguments
+    grid = step.options.grid
+    keys = list(given) if callable(grid) or grid is None else list(grid)
+    return instance_name(step.name, {key: given[key] for key in keys if key in given})
+
+
 def _finish(
     env: Environment,
-    step: Task[Any, Any],
+    name: str,
     tracker: Tracker,
     status: Status,
     attempts: int,
@@ -144,7 +153,7 @@ def _finish(
     ended = _now()
 
     def record(changed: set[str]) -> None:
-        current = env._steps[step.name]  # noqa: SLF001
+        current = env._steps[name]  # noqa: SLF001
         writes = tracker.assigned | tracker.deleted | (changed & tracker.reads)
         changes: dict[str, Any] = {
             "status": status,
@@ -159,4 +168,4 @@ def _finish(
         env._put_record(current.replace(**changes))  # noqa: SLF001
 
     # A failed step keeps what it could store: its writes may name resources to clean up.
-    env._commit(before=record, label=step.name, skip_unpicklable=status is not Status.DONE)  # noqa: SLF001
+    env._commit(before=record, label=name, skip_unpicklable=status is not Status.DONE)  # noqa: SLF001
