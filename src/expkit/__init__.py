@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from ._environment import Environment
@@ -25,8 +26,32 @@ from ._records import ErrorInfo, Owner, StepRecord
 from ._status import Status
 from ._task import Task, TaskOptions, get_or_create_env, task
 
+if _TYPE_CHECKING:
+    from ._executors import Executor
+    from ._make import make
+    from ._plan import Plan, PlanEntry, plan
+    from ._report import RunReport, StepOutcome
+
+
+# The planner and executors load on first use: `import expkit` stays cheap.
+_LAZY = {
+    "Executor": "._executors",
+    "Plan": "._plan",
+    "PlanEntry": "._plan",
+    "RunReport": "._report",
+    "StepOutcome": "._report",
+    "make": "._make",
+    "plan": "._plan",
+}
+
 
 def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     # importlib.metadata costs tens of milliseconds: read the version only when asked.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
@@ -47,12 +72,17 @@ __all__ = [
     "Environment",
     "EnvironmentExistsError",
     "ErrorInfo",
+    "Executor",
     "ExpkitError",
     "NoEnvironmentError",
     "Owner",
+    "Plan",
+    "PlanEntry",
     "PrerequisiteError",
     "RunFailedError",
+    "RunReport",
     "Status",
+    "StepOutcome",
     "StepRecord",
     "StepRunningError",
     "StepTimeoutError",
@@ -63,5 +93,7 @@ __all__ = [
     "UntrustedEnvironmentError",
     "__version__",
     "get_or_create_env",
+    "make",
+    "plan",
     "task",
 ]

@@ -35,8 +35,23 @@ def _strip(tree: ast.AST) -> ast.AST:
     return tree
 
 
+# By code object: steps made in a loop from one function share their print,
+# and a function redefined (a notebook cell run again) gets a new code object.
+_BY_CODE: dict[object, str] = {}
+
+
 def code_fingerprint(fn: Callable[..., Any]) -> str:
     """16 hex digits that change when the function's code changes."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return _source_fingerprint(fn)
+    found = _BY_CODE.get(code)
+    if found is None:
+        found = _BY_CODE[code] = _source_fingerprint(fn)
+    return found
+
+
+def _source_fingerprint(fn: Callable[..., Any]) -> str:
     try:
         source = textwrap.dedent(inspect.getsource(fn))
         normal = ast.dump(

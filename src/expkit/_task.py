@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._environment import Environment
-from ._errors import UnknownStepError
+from ._errors import CycleError, UnknownStepError
+from ._graph import check_acyclic
 from ._paths import default_root
 
 if TYPE_CHECKING:
@@ -68,6 +69,50 @@ class Task(Generic[P, R]):
         return "env" in self.signature.parameters or any(
             p.kind is p.VAR_KEYWORD for p in parameters
         )
+
+    @functools.cached_property
+    def _parameters(self) -> tuple[dict[str, Any], frozenset[str], frozenset[str], bool]:
+        """Defaults, required names, all names, and whether ``**kwargs`` is taken."""
+        defaults: dict[str, Any] = {}
+        required: set[str] = set()
+        names: set[str] = set()
+        var_keyword = False
+        for name, parameter in self.signature.parameters.items():
+            if parameter.kind is parameter.VAR_KEYWORD:
+                var_keyword = True
+            elif parameter.kind is parameter.VAR_POSITIONAL or name == "env":
+                continue
+            elif parameter.default is parameter.empty:
+                required.add(name)
+                names.add(name)
+            else:
+                defaults[name] = parameter.default
+                names.add(name)
+        return defaults, frozenset(required), frozenset(names), var_keyword
+
+    def params_for(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The keyword arguments a run passes: defaults, then ``given``; checked against the signature."""
+        defaults, required, names, var_keyword = self._parameters
+        params = {**defaults, **given}
+        unknown = sorted(set(given) - names) if not var_keyword else []
+        if unknown:
+            msg = f"step {self.name!r} takes no parameter {unknown[0]!r} (it takes: {', '.join(sorted(names)) or 'none'})"
+            raise TypeError(msg)
+        missing = sorted(required - params.keys())
+        if missing:
+            msg = (
+                f"step {self.name!r} needs a value for {missing[0]!r}: "
+                f"make(..., params={{{self.name!r}: {{{missing[0]!r}: ...}}}}) "
+                f"or exp run -p {self.name}.{missing[0]}=..."
+            )
+            raise TypeError(msg)
+        return params
+
+    def make(self, **kwargs: Any) -> Any:
+        """Same as ``make(step, **kwargs)``: run what is missing for this step, skip what is done."""
+        from ._make import make  # the planner loads only when used
+
+        return make(self, **kwargs)
 
     @property
     def requires(self) -> tuple[Task[Any, Any], ...]:
@@ -144,6 +189,21 @@ def get_or_create_env(
     return Environment.load(path, durable=durable)
 
 
+def _check_grid(step: Task[Any, Any]) -> None:
+    """A grid mapping's keys must be parameters of the function."""
+    grid = step.options.grid
+    if grid is None or callable(grid):
+        return
+    if not isinstance(grid, Mapping) or not grid:
+        msg = f"step {step.name!r}: grid must be a non-empty mapping of parameter -> values, or a callable"
+        raise TypeError(msg)
+    _, _, names, var_keyword = step._parameters  # noqa: SLF001 - same module
+    unknown = [key for key in grid if key not in names]
+    if unknown and not var_keyword:
+        msg = f"step {step.name!r}: grid key {unknown[0]!r} is not a parameter of {step.fn.__name__}()"
+        raise TypeError(msg)
+
+
 def _names(requires: Sequence[str | Task[Any, Any]] | str | Task[Any, Any]) -> tuple[str, ...]:
     items = [requires] if isinstance(requires, (str, Task)) else list(requires)
     return tuple(item if isinstance(item, str) else item.name for item in items)
@@ -214,7 +274,18 @@ def task(
             rerun_on_change=rerun_on_change,
         )
         step = Task(function, options)
+        _check_grid(step)
+        previous = registry.get(step.name)
         registry[step.name] = step
+        try:
+            check_acyclic(step, registry)
+        except CycleError:
+            # Leave the registry as it was: a notebook cell fixed and re-run works.
+            if previous is None:
+                del registry[step.name]
+            else:
+                registry[step.name] = previous
+            raise
         return step
 
     return decorate if fn is None else decorate(fn)

@@ -1,0 +1,172 @@
+"""Executors run the steps a run's driver hands them; the driver alone writes.
+
+An executor receives ready jobs in batches, runs each on a view of the
+environment, and hands back :class:`~expkit._work.Outcome` objects. The
+sequential and threads executors live here; processes and Dask have their
+own modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._status import Status
+from ._work import Job, Outcome, execute
+
+if TYPE_CHECKING:
+    from ._environment import Environment
+
+__all__ = ["Executor", "SequentialExecutor", "ThreadsExecutor", "get_executor"]
+
+
+class Executor:
+    """The interface between a run's driver and whatever runs its steps."""
+
+    #: Shown in progress and reports.
+    name = "executor"
+
+    def width(self) -> int | None:
+        """How many steps run at once when ``jobs`` is not given (``None``: no bound)."""
+        return 1
+
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:
+        """Start ``jobs`` (all ready together) on ``env``'s committed state."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        """Outcomes of finished jobs: at least one, unless ``timeout`` passes first."""
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Ask the running steps to stop (they report CANCELLED)."""
+
+    def close(self) -> None:
+        """Release workers; called once at the end of a run."""
+
+
+class SequentialExecutor(Executor):
+    """One step at a time, in the driver's own thread (Ctrl-C reaches the step)."""
+
+    name = "sequential"
+
+    def __init__(self) -> None:
+        self._queue: deque[tuple[Job, Environment]] = deque()
+
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:  # noqa: D102
+        self._queue.extend((job, env._view()) for job in jobs)  # noqa: SLF001
+
+    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: ARG002, D102
+        if not self._queue:
+            return []
+        job, view = self._queue.popleft()
+        return [execute(job, view, in_driver_thread=True)]
+
+
+class _Stop:
+    """Tells a worker thread to leave."""
+
+
+class ThreadsExecutor(Executor):
+    """Steps on worker threads of the driver's process.
+
+    Each step runs on its own view; on Ctrl-C the driver raises
+    ``KeyboardInterrupt`` in the running steps' threads (effective at their
+    next Python instruction).
+    """
+
+    name = "threads"
+
+    def __init__(self, jobs: int | None = None) -> None:
+        self._count = jobs or self.width()
+        self._todo: queue.SimpleQueue[tuple[Job, Environment] | _Stop] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._busy: dict[int, str] = {}  # thread ident -> step name
+        self._guard = threading.Lock()
+
+    def width(self) -> int | None:  # noqa: D102
+        return os.cpu_count() or 1
+
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:  # noqa: D102
+        for job in jobs:
+            self._todo.put((job, env._view()))  # noqa: SLF001
+        while len(self._threads) < min(self._count, len(self._threads) + len(jobs)):
+            thread = threading.Thread(target=self._work, name=f"expkit-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        while True:
+            item = self._todo.get()
+            if isinstance(item, _Stop):
+                return
+            job, view = item
+            outcome: Outcome | None = None
+            with self._guard:
+                self._busy[me] = job.name
+            try:
+                outcome = execute(job, view)
+            except KeyboardInterrupt:
+                # Injected just outside the step's own handler: still a cancelled step.
+                outcome = outcome or Outcome(job.name, Status.CANCELLED, attempt=job.attempt)
+            finally:
+                with self._guard:
+                    self._busy.pop(me, None)
+            while True:
+                try:
+                    self._done.put(outcome)
+                    break
+                except KeyboardInterrupt:  # a late injection: the outcome must not be lost
+                    continue
+
+    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: D102
+        try:
+            found = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        # Take every outcome already there: they share one commit.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                found.append(self._done.get_nowait())
+        return found
+
+    def interrupt(self) -> None:  # noqa: D102
+        with self._guard:
+            for ident in self._busy:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                )
+
+    def close(self) -> None:  # noqa: D102
+        for _ in self._threads:
+            self._todo.put(_Stop())
+        for thread in self._threads:
+            thread.join(timeout=0.5)  # a step stuck in C code must not hold the run
+
+
+def get_executor(executor: str | Executor, jobs: int | None, address: str | None) -> Executor:
+    """An executor by name (``sequential``, ``threads``, ``processes``, ``dask``), or as given."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor == "sequential":
+        return SequentialExecutor()
+    if executor == "threads":
+        return ThreadsExecutor(jobs)
+    if executor == "processes":
+        from ._processes import ProcessesExecutor
+
+        return ProcessesExecutor(jobs)
+    if executor == "dask":
+        from ._dask import DaskExecutor
+
+        return DaskExecutor(jobs, address)
+    msg = f"unknown executor {executor!r}: use 'sequential', 'threads', 'processes' or 'dask'"
+    raise ValueError(msg)

@@ -1,0 +1,160 @@
+"""The step graph: targets, their prerequisites, cycles, and sweep instances."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import CycleError, UnknownStepError
+from ._instances import grid_points, instance_name, parse_selector, selects, step_done
+
+if TYPE_CHECKING:
+    from ._steps import StepsMixin
+    from ._task import Task
+
+__all__ = ["Node", "build_graph", "check_acyclic", "leaves", "resolve_step"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    """One thing to run: a plain step, or one instance of a sweep."""
+
+    name: str
+    step: Task[Any, Any]
+    point: Mapping[str, Any]
+    #: The instances this one waits for.
+    requires: tuple[str, ...]
+    #: A sweep whose grid callable cannot be evaluated yet (its data is missing).
+    deferred: bool = False
+
+
+def resolve_step(name: str, registry: Mapping[str, Task[Any, Any]]) -> Task[Any, Any]:
+    """The step called ``name`` (instance selectors allowed); :class:`UnknownStepError` if none."""
+    step, _ = parse_selector(name)
+    if step not in registry:
+        raise UnknownStepError(name, registry)
+    return registry[step]
+
+
+def leaves(registry: Mapping[str, Task[Any, Any]]) -> list[Task[Any, Any]]:
+    """The steps no other step requires, in declaration order."""
+    required = {name for step in registry.values() for name in step.options.requires}
+    return [step for name, step in registry.items() if name not in required]
+
+
+def _requires(step: Task[Any, Any], registry: Mapping[str, Task[Any, Any]], *, lenient: bool) -> list[Task[Any, Any]]:
+    found = []
+    for name in step.options.requires:
+        if name in registry:
+            found.append(registry[name])
+        elif not lenient:
+            raise UnknownStepError(name, registry)
+    return found
+
+
+def _closure(
+    targets: Sequence[Task[Any, Any]],
+    registry: Mapping[str, Task[Any, Any]],
+    *,
+    lenient: bool = False,
+) -> list[Task[Any, Any]]:
+    """The targets and all their prerequisites, each after what it requires.
+
+    Iterative depth-first search, so a long chain of steps cannot overflow
+    the stack. ``lenient`` skips names not declared yet (at decoration time).
+    """
+    order: list[Task[Any, Any]] = []
+    done: set[str] = set()
+    for target in targets:
+        if target.name in done:
+            continue
+        path: list[Task[Any, Any]] = [target]
+        on_path = {target.name}
+        pending = [iter(_requires(target, registry, lenient=lenient))]
+        while pending:
+            step = next(pending[-1], None)
+            if step is None:
+                pending.pop()
+                finished = path.pop()
+                on_path.discard(finished.name)
+                done.add(finished.name)
+                order.append(finished)
+            elif step.name in on_path:
+                names = [s.name for s in path]
+                raise CycleError([*names[names.index(step.name) :], step.name])
+            elif step.name not in done:
+                path.append(step)
+                on_path.add(step.name)
+                pending.append(iter(_requires(step, registry, lenient=lenient)))
+    return order
+
+
+def check_acyclic(step: Task[Any, Any], registry: Mapping[str, Task[Any, Any]]) -> None:
+    """Raise :class:`CycleError` if ``step`` depends on itself through declared steps."""
+    _closure([step], registry, lenient=True)
+
+
+def build_graph(
+    targets: Iterable[Task[Any, Any] | str],
+    registry: Mapping[str, Task[Any, Any]],
+    env: StepsMixin | None,
+) -> dict[str, Node]:
+    """The nodes needed for ``targets``, in an order that respects the graph.
+
+    A target naming a sweep means all its instances; ``step[k=v]`` only
+    those matching. Prerequisites are always included whole.
+    """
+    wanted: dict[str, list[dict[str, str]] | None] = {}  # step -> selectors, None: all
+    roots: list[Task[Any, Any]] = []
+    for target in targets:
+        if isinstance(target, str):
+            step = resolve_step(target, registry)
+            selector = parse_selector(target)[1]
+        else:
+            step, selector = target, {}
+            if registry.get(step.name) is not step:
+                raise UnknownStepError(step.name, registry)
+        if step.name not in wanted:
+            roots.append(step)
+            wanted[step.name] = []
+        chosen = wanted[step.name]
+        if not selector:
+            wanted[step.name] = None
+        elif chosen is not None:
+            chosen.append(selector)
+    nodes: dict[str, Node] = {}
+    members: dict[str, list[str]] = {}  # step -> names of its nodes
+    steps = _closure(roots, registry)
+    # A prerequisite of another step is needed whole, whatever a target selected.
+    needed_whole = {name for step in steps for name in step.options.requires}
+    for step in steps:
+        requires = tuple(name for req in _requires(step, registry, lenient=False) for name in members[req.name])
+        try:
+            points = grid_points(step, env)
+        except Exception:
+            # A grid callable may need data that upstream steps make: expanded
+            # once they are done. If they are, its error is a real one.
+            upstream = _requires(step, registry, lenient=False)
+            if not callable(step.options.grid) or not upstream or (
+                env is not None and all(step_done(env, req) for req in upstream)
+            ):
+                raise
+            nodes[step.name] = Node(step.name, step, {}, requires, deferred=True)
+            members[step.name] = [step.name]
+            continue
+        selectors = None if step.name in needed_whole else wanted.get(step.name)
+        names = []
+        for point in points:
+            if selectors and not any(selects(s, point) for s in selectors):
+                continue
+            name = instance_name(step.name, point)
+            nodes[name] = Node(name, step, point, requires)
+            names.append(name)
+        if selectors and not names:
+            raise UnknownStepError(
+                f"{step.name}[{','.join(f'{k}={v}' for s in selectors for k, v in s.items())}]",
+                [instance_name(step.name, p) for p in points],
+            )
+        members[step.name] = names
+    return nodes

@@ -1,0 +1,515 @@
+"""``make``: run a plan, the driver being the environment's only writer.
+
+The driver claims ready steps (RUNNING, one commit for all of them), hands
+them to an executor, and commits what comes back: data, records, SKIPPED
+for the dependents of a failure. Commits are not fsynced one by one: an
+fsync follows within ``GROUP_WINDOW`` seconds of a commit and before
+``make`` returns (group commit, DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._environment import Environment
+from ._errors import RunFailedError, StepRunningError
+from ._executors import Executor, get_executor
+from ._fingerprint import params_fingerprint
+from ._paths import CURRENT_LINK, default_root
+from ._plan import Plan, make_plan
+from ._process import current_owner, is_alive
+from ._records import ErrorInfo, StepRecord, StoredResult
+from ._report import RunReport, StepOutcome
+from ._status import Status
+from ._work import Job, Outcome
+
+if TYPE_CHECKING:
+    from ._task import Task
+
+__all__ = ["make"]
+
+#: Seconds a committed step may wait for the fsync it shares with later ones.
+GROUP_WINDOW = 0.05
+#: Seconds running steps get to stop after Ctrl-C before they are recorded CANCELLED.
+CANCEL_GRACE = 10.0
+
+#: (environment directory, step) pairs this process is running now: a RUNNING
+#: record owned by this process but not in here was left by an aborted run.
+ACTIVE: set[tuple[str, str]] = set()
+
+
+def make(  # noqa: PLR0913 - the documented signature
+    *targets: Task[Any, Any] | str,
+    env: Environment | str | os.PathLike[str] | None = None,
+    new: bool = False,
+    jobs: int | None = None,
+    executor: str | Executor = "sequential",
+    address: str | None = None,
+    fail_fast: bool = False,
+    force: Iterable[Task[Any, Any] | str] = (),
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    resume_from: Environment | str | os.PathLike[str] | None = None,
+    check: bool = True,
+    resume_hint: str | None = None,
+) -> RunReport:
+    """Run what ``targets`` need and is not done: failed, interrupted, missing or stale steps.
+
+    No targets: every leaf step. Returns a :class:`RunReport`; with
+    ``check`` a failure raises :class:`RunFailedError` carrying it. On
+    Ctrl-C the running steps are recorded CANCELLED, everything is
+    committed, the call that resumes is printed, and ``KeyboardInterrupt``
+    propagates.
+    """
+    from ._task import registry
+
+    if jobs is not None and jobs < 1:
+        msg = f"jobs must be >= 1, not {jobs}"
+        raise ValueError(msg)
+    environment = _environment_for(env, new=new, resume_from=resume_from)
+    runner = get_executor(executor, jobs, address)
+    forced = [f if isinstance(f, str) else f.name for f in force]
+    hint = resume_hint or _resume_call(targets, environment)
+    driver = _Driver(environment, runner, jobs, fail_fast=fail_fast, hint=hint)
+    try:
+        report = driver.run(list(targets), registry, forced, params or {})
+    finally:
+        runner.close()
+    if check and not report.ok:
+        raise RunFailedError(report, f"the run failed: {report.summary()}\n{report}")
+    return report
+
+
+def _environment_for(
+    env: Environment | str | os.PathLike[str] | None,
+    *,
+    new: bool,
+    resume_from: Environment | str | os.PathLike[str] | None,
+) -> Environment:
+    if isinstance(env, Environment):
+        return env
+    if resume_from is not None:
+        earlier = resume_from if isinstance(resume_from, Environment) else Environment.load(resume_from)
+        fresh = _create(env)
+        fresh.merge_done_tasks(earlier)
+        fresh.dump()
+        return fresh
+    if new:
+        return _create(env)
+    if env is not None:
+        return Environment.load(env)
+    if os.path.lexists(CURRENT_LINK):
+        return Environment.load()
+    return _create(None)
+
+
+def _create(env: str | os.PathLike[str] | None) -> Environment:
+    if env is None:
+        return Environment.create(default_root())
+    path = Path(env)
+    return Environment.create(path.parent, path.name)
+
+
+def _resume_call(targets: Iterable[Task[Any, Any] | str], env: Environment) -> str:
+    names = [repr(t if isinstance(t, str) else t.name) for t in targets]
+    where = env.resultdir if env._journal is not None else None  # noqa: SLF001
+    return f"make({', '.join([*names, f'env={str(where)!r}'])})"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Iterator[None]:
+    """Hold off Ctrl-C while the driver commits, so it never lands mid-bookkeeping."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+class _GroupSync:
+    """One fsync for the commits of a short window, from a timer thread."""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self._timer: threading.Timer | None = None
+        self._guard = threading.Lock()
+
+    def committed(self) -> None:
+        with self._guard:
+            if self._timer is None:
+                self._timer = threading.Timer(GROUP_WINDOW, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._guard:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        journal = self._env._journal  # noqa: SLF001
+        with self._env._lock:  # noqa: SLF001
+            if journal is not None:
+                journal.sync()
+
+
+class _Driver:
+    """Runs plans on one environment with one executor."""
+
+    def __init__(
+        self, env: Environment, executor: Executor, jobs: int | None, *, fail_fast: bool, hint: str
+    ) -> None:
+        self.env = env
+        self.executor = executor
+        width = jobs or executor.width()
+        self.capacity = width if width is not None else sys.maxsize
+        if executor.name == "sequential":
+            self.capacity = 1
+        self.fail_fast = fail_fast
+        self.hint = hint
+        self.sync = _GroupSync(env)
+        self.where = str(env.resultdir)
+        self.outcomes: dict[str, StepOutcome] = {}
+        #: The report's order: the last plan's.
+        self.order: list[str] = []
+
+    # -- whole run ---------------------------------------------------------
+
+    def run(
+        self,
+        targets: list[Task[Any, Any] | str],
+        registry: Mapping[str, Task[Any, Any]],
+        forced: list[str],
+        params: Mapping[str, Mapping[str, Any]],
+    ) -> RunReport:
+        self.env.refresh()
+        self._reclaim_orphans()
+        self.env._upkeep_held += 1  # noqa: SLF001 - views read stored values by position
+        try:
+            force = forced
+            # A sweep whose grid needs upstream data is expanded in a later wave.
+            for _wave in range(len(registry) + 1):
+                plan = make_plan(targets, self.env, registry, force=force, params=params)
+                deferred = [name for name, node in plan._nodes.items() if node.deferred]  # noqa: SLF001
+                self._run_plan(plan)
+                expandable = [
+                    name
+                    for name in deferred
+                    if all(self.env.is_done(r) for r in plan[name].requires)
+                ]
+                if not expandable:
+                    break
+                force = [f for f in forced if f in deferred]
+        except KeyboardInterrupt:
+            self._print_resume()
+            raise
+        finally:
+            self.env._upkeep_held -= 1  # noqa: SLF001
+            self.sync.flush()
+            with _no_sigint():
+                self.env._commit(label="run", sync=True)  # noqa: SLF001 - upkeep, now that no step reads
+        return RunReport(
+            {name: self.outcomes[name] for name in self.order},
+            env_path=self.env.resultdir,
+            resume=self.hint,
+        )
+
+    def _reclaim_orphans(self) -> None:
+        """RUNNING records of this process that no run here owns: left by an aborted run."""
+        me = current_owner()
+        orphans = [
+            r.name
+            for r in self.env.steps.values()
+            if r.status is Status.RUNNING and r.owner == me and (self.where, r.name) not in ACTIVE
+        ]
+        if orphans:
+
+            def mark(_changed: set[str]) -> None:
+                for name in orphans:
+                    record = self.env._steps[name]  # noqa: SLF001
+                    if record.status is Status.RUNNING and record.owner == me:
+                        self.env._put_record(record.replace(status=Status.INTERRUPTED))  # noqa: SLF001
+
+            self.env._commit(before=mark, label="interrupted")  # noqa: SLF001
+
+    def _print_resume(self) -> None:
+        print(  # noqa: T201 - the user must see how to resume
+            f"\nexpkit: interrupted; running steps recorded CANCELLED, everything committed.\n"
+            f"expkit: resume with: {self.hint}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # -- one plan -------------------------------------------------------------
+
+    def _run_plan(self, plan: Plan) -> None:  # noqa: C901, PLR0912, PLR0915 - the scheduling loop
+        nodes = plan._nodes  # noqa: SLF001
+        self.order = list(plan.entries)
+        for entry in plan:
+            earlier = self.outcomes.get(entry.name)
+            if not entry.runs and (earlier is None or not earlier.ran):
+                self.outcomes[entry.name] = StepOutcome(
+                    entry.name, entry.status, ran=False, reason=entry.reason
+                )
+        # Steps after a deferred sweep wait for the next wave.
+        waiting: set[str] = set()
+        for name, node in nodes.items():
+            if node.deferred or any(r in waiting for r in node.requires):
+                waiting.add(name)
+        todo = [e for e in plan if e.runs and e.name not in waiting]
+        for name in waiting:
+            self.outcomes[name] = StepOutcome(
+                name, plan[name].status, ran=False, reason="waits for the instances of a sweep"
+            )
+        todo_names = {e.name for e in todo}
+        blockers = {e.name: {r for r in e.requires if r in todo_names} for e in todo}
+        dependents: dict[str, list[str]] = {}
+        for name, reqs in blockers.items():
+            for r in reqs:
+                dependents.setdefault(r, []).append(name)
+        index = {e.name: i for i, e in enumerate(todo)}
+        ready = [(e.priority, index[e.name], e.name) for e in todo if not blockers[e.name]]
+        heapq.heapify(ready)
+        running: dict[str, Job] = {}
+        started: dict[str, float] = {}
+        delayed: list[tuple[float, int, Job]] = []
+        stopping = False
+
+        def job_for(name: str) -> Job:
+            node = nodes[name]
+            return Job(
+                name=name,
+                fn=node.step.fn,
+                params=plan[name].params,
+                takes_env=node.step.takes_env,
+                timeout=node.step.options.timeout,
+            )
+
+        def skip_downstream(failed: str, status: Status, skipped: dict[str, str]) -> None:
+            stack = list(dependents.get(failed, ()))
+            while stack:
+                name = stack.pop()
+                if name in skipped or name in running or name in self.outcomes and self.outcomes[name].ran:
+                    continue
+                skipped[name] = f"upstream {failed!r} {status.value.lower()}"
+                stack.extend(dependents.get(name, ()))
+
+        try:
+            while ready or running or delayed:
+                now = time.monotonic()
+                batch: list[Job] = []
+                while ready and not stopping and len(running) + len(batch) < self.capacity:
+                    _, _, name = heapq.heappop(ready)
+                    batch.append(job_for(name))
+                retry: list[Job] = []
+                while delayed and delayed[0][0] <= now:
+                    retry.append(heapq.heappop(delayed)[2])
+                if batch:
+                    claimed, refused = self._claim(batch, plan)
+                    for job in claimed:
+                        running[job.name] = job
+                        started[job.name] = now
+                    if refused:
+                        skipped: dict[str, str] = {}
+                        for name in refused:
+                            skip_downstream(name, Status.RUNNING, skipped)
+                        self._commit([], skipped, refused, {})
+                        for name in skipped:
+                            blockers.pop(name, None)
+                    batch = claimed
+                for job in retry:
+                    running[job.name] = job
+                if batch or retry:
+                    self.executor.submit([*batch, *retry], self.env)
+                if not running:
+                    if delayed:
+                        time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
+                    continue
+                timeout = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+                finals: list[Outcome] = []
+                interrupted = False
+                for outcome in self.executor.wait(timeout):
+                    job = running.pop(outcome.name)
+                    interrupted |= outcome.interrupted_driver
+                    retries = nodes[job.name].step.options.retries
+                    if outcome.status in (Status.FAILED, Status.INTERRUPTED) and job.attempt <= retries and not interrupted:
+                        delay = nodes[job.name].step.options.retry_delay * 2 ** (job.attempt - 1)
+                        heapq.heappush(delayed, (time.monotonic() + delay, index[job.name], _again(job)))
+                        continue
+                    finals.append(outcome)
+                if not finals:
+                    continue
+                skipped = {}
+                for outcome in finals:
+                    if outcome.status is not Status.DONE:
+                        skip_downstream(outcome.name, outcome.status, skipped)
+                        stopping |= self.fail_fast
+                self._commit(finals, skipped, {}, started)
+                for name in skipped:
+                    blockers.pop(name, None)
+                for outcome in finals:
+                    if outcome.status is not Status.DONE:
+                        continue
+                    for name in dependents.get(outcome.name, ()):
+                        waiting_on = blockers.get(name)
+                        if waiting_on is None:
+                            continue
+                        waiting_on.discard(outcome.name)
+                        if not waiting_on:
+                            heapq.heappush(ready, (plan[name].priority, index[name], name))
+                if interrupted:
+                    raise KeyboardInterrupt  # noqa: TRY301 - Ctrl-C reached a step in this thread
+        except KeyboardInterrupt:
+            self._cancel(running, delayed, started)
+            raise
+        finally:
+            for name in [e.name for e in todo if e.name not in self.outcomes]:
+                note = "not started: fail_fast after a failure" if stopping else "not started"
+                self.outcomes[name] = StepOutcome(name, plan[name].status, ran=False, reason=note)
+
+    # -- claiming and committing ------------------------------------------
+
+    def _claim(self, batch: list[Job], plan: Plan) -> tuple[list[Job], dict[str, str]]:
+        """Record RUNNING for the batch in one commit; steps running elsewhere are refused."""
+        claimed: list[Job] = []
+        refused: dict[str, str] = {}
+        owner = current_owner()
+        moment = _now()
+        code = {job.name: plan._nodes[job.name].step.code_fingerprint for job in batch}  # noqa: SLF001
+
+        def claim(_changed: set[str]) -> None:
+            claimed.clear()
+            refused.clear()
+            for job in batch:
+                previous = self.env._steps.get(job.name)  # noqa: SLF001
+                other = previous.owner if previous is not None and previous.status is Status.RUNNING else None
+                if other is not None and other != owner and is_alive(other):
+                    refused[job.name] = str(StepRunningError(job.name, other.host, other.pid))
+                    continue
+                self.env._put_record(  # noqa: SLF001
+                    StepRecord(
+                        name=job.name,
+                        status=Status.RUNNING,
+                        attempts=1,
+                        started=moment,
+                        params=dict(job.params),
+                        fingerprint=code[job.name] + params_fingerprint(job.params),
+                        owner=owner,
+                    )
+                )
+                claimed.append(job)
+
+        with _no_sigint():
+            self.env._commit(before=claim, sync=False, label="claim")  # noqa: SLF001
+            ACTIVE.update((self.where, job.name) for job in claimed)
+        return claimed, refused
+
+    def _commit(
+        self,
+        finals: list[Outcome],
+        skipped: dict[str, str],
+        refused: dict[str, str],
+        started: Mapping[str, float],
+    ) -> None:
+        """Apply outcomes and SKIPPED records in one commit (fsynced with the group)."""
+        moment = _now()
+        env = self.env
+        with _no_sigint(), env._lock:  # noqa: SLF001
+            for outcome in finals:
+                for key, raw in outcome.data.items():
+                    if raw is None:
+                        if key in env:
+                            del env[key]
+                    else:
+                        env._set_pickled(key, raw)  # noqa: SLF001
+
+            def record(_changed: set[str]) -> None:
+                for outcome in finals:
+                    for name, state in outcome.records.items():
+                        env._put_record(StepRecord.from_state(state))  # noqa: SLF001
+                    current = env._steps.get(outcome.name) or StepRecord(outcome.name)  # noqa: SLF001
+                    changes: dict[str, Any] = {
+                        "status": outcome.status,
+                        "attempts": outcome.attempt,
+                        "ended": moment,
+                        "error": outcome.error,
+                        "reads": outcome.reads,
+                        "writes": outcome.writes,
+                    }
+                    if outcome.result is not None:
+                        changes["stored_result"] = StoredResult(outcome.result)
+                    env._put_record(current.replace(**changes))  # noqa: SLF001
+                for name, reason in skipped.items():
+                    previous = env._steps.get(name) or StepRecord(name)  # noqa: SLF001
+                    env._put_record(  # noqa: SLF001
+                        previous.replace(
+                            status=Status.SKIPPED,
+                            ended=moment,
+                            error=ErrorInfo("Skipped", reason, ""),
+                        )
+                    )
+
+            env._commit(before=record, sync=False, label="run")  # noqa: SLF001
+            for outcome in finals:
+                ACTIVE.discard((self.where, outcome.name))
+        self.sync.committed()
+        for outcome in finals:
+            record_now = env._steps.get(outcome.name)  # noqa: SLF001
+            duration = record_now.duration if record_now is not None else None
+            self.outcomes[outcome.name] = StepOutcome(
+                outcome.name, outcome.status, ran=True, attempts=outcome.attempt,
+                duration=duration, error=outcome.error,
+            )
+        for name, reason in skipped.items():
+            self.outcomes[name] = StepOutcome(name, Status.SKIPPED, ran=False, reason=reason)
+        for name, reason in refused.items():
+            self.outcomes[name] = StepOutcome(
+                name, Status.RUNNING, ran=False, error=ErrorInfo("StepRunningError", reason, ""), reason=reason
+            )
+
+    def _cancel(self, running: dict[str, Job], delayed: list[tuple[float, int, Job]], started: Mapping[str, float]) -> None:
+        """After Ctrl-C: let running steps stop, record the rest CANCELLED, commit durably."""
+        for _, _, job in delayed:
+            running[job.name] = job
+        delayed.clear()
+        finals: list[Outcome] = []
+        try:
+            self.executor.interrupt()
+            limit = time.monotonic() + CANCEL_GRACE
+            while any(name not in {o.name for o in finals} for name in running) and time.monotonic() < limit:
+                finals += self.executor.wait(max(0.0, limit - time.monotonic()))
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: leave now
+        reported = {o.name for o in finals}
+        for outcome in finals:
+            if outcome.status is Status.DONE:
+                continue
+            outcome.status = Status.CANCELLED
+        finals += [
+            Outcome(name, Status.CANCELLED, attempt=job.attempt, error=ErrorInfo("KeyboardInterrupt", "the run was interrupted", ""))
+            for name, job in running.items()
+            if name not in reported
+        ]
+        with contextlib.suppress(KeyboardInterrupt):
+            self._commit(finals, {}, {}, {})
+            self.sync.flush()
+        running.clear()
+
+
+def _again(job: Job) -> Job:
+    return Job(job.name, job.fn, job.params, job.takes_env, job.timeout, job.attempt + 1)

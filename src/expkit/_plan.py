@@ -1,0 +1,234 @@
+"""The planner: which steps a run needs, which of them run, and why."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._errors import UnknownStepError
+from ._fingerprint import params_fingerprint
+from ._graph import Node, build_graph, leaves, resolve_step
+from ._instances import parse_selector, selects
+from ._status import Status
+
+if TYPE_CHECKING:
+    from ._environment import Environment
+    from ._records import StepRecord
+    from ._task import Task
+
+__all__ = ["Plan", "PlanEntry", "plan"]
+
+RUN = "run"
+SKIP = "skip"
+
+Params = Mapping[str, Mapping[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """What the planner decided for one step (or sweep instance), and why."""
+
+    name: str
+    #: ``"run"`` or ``"skip"``.
+    action: str
+    reason: str
+    #: The status on record before the run.
+    status: Status
+    #: The step this entry is (an instance of).
+    step: str
+    params: Mapping[str, Any]
+    requires: tuple[str, ...]
+    priority: int = 0
+
+    @property
+    def runs(self) -> bool:
+        """Whether the step runs."""
+        return self.action == RUN
+
+
+class Plan:
+    """The entries of a plan in graph order; prints as a table."""
+
+    def __init__(self, entries: list[PlanEntry], nodes: Mapping[str, Node], env: Environment | None) -> None:
+        self.entries = {entry.name: entry for entry in entries}
+        self.env = env
+        self._nodes = nodes
+
+    def __iter__(self) -> Iterator[PlanEntry]:
+        return iter(self.entries.values())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> PlanEntry:
+        return self.entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    @property
+    def to_run(self) -> list[str]:
+        """The names of the entries that run, in graph order."""
+        return [entry.name for entry in self.entries.values() if entry.runs]
+
+    def __str__(self) -> str:
+        from ._tables import text_table
+
+        rows = [(e.name, e.action, e.reason) for e in self.entries.values()]
+        return text_table(("step", "action", "reason"), rows) if rows else "(nothing to plan)"
+
+    def __repr__(self) -> str:
+        return f"<Plan: {len(self.to_run)} to run, {len(self) - len(self.to_run)} to skip>"
+
+    def _repr_html_(self) -> str:
+        from ._tables import html_table
+
+        rows = [(e.name, e.action, e.reason) for e in self.entries.values()]
+        return html_table(("step", "action", "reason"), rows, status=[e.status for e in self])
+
+    def graph(self, fmt: str = "dot") -> str:
+        """The plan's graph as ``dot``, ``mermaid`` or ``ascii`` text, coloured by status."""
+        from ._export import export
+
+        return export(self, fmt)
+
+
+def plan(
+    *targets: Task[Any, Any] | str,
+    env: Environment | str | os.PathLike[str] | None = None,
+    force: Iterable[Task[Any, Any] | str] = (),
+    params: Params | None = None,
+) -> Plan:
+    """What a run of ``targets`` would do and why; runs nothing, writes nothing.
+
+    Without ``env``, ``./current`` is read when there is one; with no
+    environment at all every step is "never run". No targets: every leaf step.
+    """
+    from ._task import registry
+
+    environment = _open(env)
+    return make_plan(targets, environment, registry, force=force, params=params)
+
+
+def _open(env: Environment | str | os.PathLike[str] | None) -> Environment | None:
+    from ._environment import Environment
+    from ._paths import CURRENT_LINK
+
+    if isinstance(env, Environment):
+        return env
+    if env is None:
+        return Environment.load() if os.path.lexists(CURRENT_LINK) else None
+    return Environment.load(env)
+
+
+def make_plan(
+    targets: Iterable[Task[Any, Any] | str],
+    env: Environment | None,
+    registry: Mapping[str, Task[Any, Any]],
+    *,
+    force: Iterable[Task[Any, Any] | str] = (),
+    params: Params | None = None,
+) -> Plan:
+    """The plan of ``targets`` against ``env`` (``None``: nothing on record)."""
+    forced = [f if isinstance(f, str) else f.name for f in force]
+    for name in [*forced, *(params or {})]:
+        resolve_step(name, registry)  # UnknownStepError for a name no step has
+    chosen = list(targets) or leaves(registry)
+    # Forced steps run even when no target needs them.
+    chosen += [name for name in forced if name not in {t if isinstance(t, str) else t.name for t in chosen}]
+    nodes = build_graph(chosen, registry, env)
+    _check_params_names(params or {}, nodes)
+    return Plan(_decide(nodes, env, forced, params or {}), nodes, env)
+
+
+def _check_params_names(params: Params, nodes: Mapping[str, Node]) -> None:
+    steps = {node.step.name for node in nodes.values()}
+    for name in params:
+        step, selector = parse_selector(name)
+        if step not in steps or (selector and not any(
+            n.step.name == step and selects(selector, n.point) for n in nodes.values()
+        )):
+            raise UnknownStepError(name, [*steps, *nodes])
+
+
+def _decide(
+    nodes: Mapping[str, Node], env: Environment | None, forced: list[str], params: Params
+) -> list[PlanEntry]:
+    records: Mapping[str, StepRecord] = env.steps if env is not None else {}
+    force_selectors = [parse_selector(name) for name in forced]
+    entries: dict[str, PlanEntry] = {}
+    for name, node in nodes.items():
+        step = node.step
+        given = {**node.point, **params.get(step.name, {}), **params.get(name, {})}
+        call_params = step.params_for(given) if not node.deferred else {}
+        record = records.get(name)
+        action, reason = _judge(node, record, call_params, entries, records, force_selectors)
+        entries[name] = PlanEntry(
+            name=name,
+            action=action,
+            reason=reason,
+            status=record.status if record is not None else Status.PENDING,
+            step=step.name,
+            params=call_params,
+            requires=node.requires,
+            priority=step.options.priority,
+        )
+    return list(entries.values())
+
+
+def _judge(  # noqa: PLR0911 - one return per re-run rule, in the order they apply
+    node: Node,
+    record: StepRecord | None,
+    call_params: Mapping[str, Any],
+    decided: Mapping[str, PlanEntry],
+    records: Mapping[str, StepRecord],
+    forced: list[tuple[str, dict[str, str]]],
+) -> tuple[str, str]:
+    if node.deferred:
+        return RUN, "a sweep whose instances are known once its prerequisites are done"
+    if any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
+        return RUN, "forced"
+    if record is None or record.status in (Status.PENDING, Status.WAITING):
+        return RUN, "never run"
+    status = record.status
+    if status is Status.FAILED:
+        error = f" ({record.error.summary()})" if record.error is not None else ""
+        return RUN, f"failed at {_when(record.ended)}{error}"
+    if status is Status.INTERRUPTED:
+        owner = record.owner
+        who = f" (pid {owner.pid} on host {owner.host} died)" if owner is not None else ""
+        return RUN, f"interrupted{who}"
+    if status is Status.CANCELLED:
+        return RUN, "cancelled"
+    if status is Status.SKIPPED:
+        return RUN, "skipped before (a prerequisite had failed)"
+    if status is Status.RUNNING:
+        owner = record.owner
+        who = f" in pid {owner.pid} on host {owner.host}" if owner is not None else ""
+        return RUN, f"running{who}"
+    for upstream in node.requires:
+        if decided[upstream].runs:
+            return RUN, f"upstream {upstream!r} runs again"
+        done = records.get(upstream)
+        if done is not None and done.ended and record.started and done.ended > record.started:
+            return RUN, f"upstream {upstream!r} finished after this step ran"
+    stored = record.fingerprint
+    if stored[16:] != params_fingerprint(call_params):
+        return RUN, "params changed"
+    if stored[:16] != node.step.code_fingerprint:
+        if node.step.options.rerun_on_change:
+            return RUN, "code changed"
+        return SKIP, "code changed (kept: rerun_on_change is off)"
+    return SKIP, "up to date"
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "an unknown time"
+    local = moment.astimezone()
+    if local.date() == datetime.now(local.tzinfo).date():
+        return local.strftime("%H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")

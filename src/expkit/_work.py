@@ -1,0 +1,106 @@
+"""One step run by an executor: what a worker receives, and what it sends back.
+
+A worker runs the step on a private view of the environment and reports
+plain data — the pickled result, the pickled values of the keys the step
+changed, the keys it read, the error as text — so that the run's driver, the
+only writer, can commit it. Nothing here is unpickled by the driver except
+this report, which comes from its own worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import UnpicklableValueError
+from ._records import ErrorInfo, StoredResult
+from ._status import Status
+from ._timeout import deadline
+from ._tracking import tracking
+
+if TYPE_CHECKING:
+    from ._environment import Environment
+
+__all__ = ["Job", "Outcome", "execute"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """A step instance to run once."""
+
+    name: str
+    fn: Callable[..., Any]
+    params: Mapping[str, Any]
+    takes_env: bool
+    timeout: float | None
+    attempt: int = 1
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What one attempt of a step did."""
+
+    name: str
+    status: Status
+    #: The pickled return value (DONE only).
+    result: bytes | None = None
+    #: Keys whose value changed, pickled; ``None`` for a deleted key.
+    data: dict[str, bytes | None] = dataclasses.field(default_factory=dict)
+    reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+    error: ErrorInfo | None = None
+    #: Records of steps called directly inside this one, as state dicts.
+    records: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The step was stopped by a KeyboardInterrupt raised in the driver's own thread.
+    interrupted_driver: bool = False
+    attempt: int = 1
+
+
+def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> Outcome:
+    """Run ``job`` on ``view`` and report what it did; never raises for the step's errors."""
+    kwargs = dict(job.params)
+    if job.takes_env:
+        kwargs["env"] = view
+    status = Status.DONE
+    error: BaseException | None = None
+    result: bytes | None = None
+    with tracking(id(view)) as tracker:
+        try:
+            with deadline(job.timeout, job.name):
+                value = job.fn(**kwargs)
+        except KeyboardInterrupt as raised:
+            status, error = Status.CANCELLED, raised
+        except BaseException as raised:  # noqa: BLE001 - SystemExit too: the step's outcome
+            status, error = Status.FAILED, raised
+        else:
+            try:
+                result = StoredResult.of(value).data
+            except Exception as raised:  # noqa: BLE001 - any pickling failure
+                status = Status.FAILED
+                error = UnpicklableValueError(
+                    f"result of {job.name}", f"{type(raised).__name__}: {raised}"
+                )
+    data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
+    if failed and status is Status.DONE:
+        status = Status.FAILED
+        error = UnpicklableValueError(failed[0], "its value cannot be pickled; nothing else is lost")
+        result = None
+    writes = tracker.assigned | tracker.deleted | (set(data) & tracker.reads)
+    records = {
+        name: view._steps[name].to_state()  # noqa: SLF001
+        for name in view._steps_dirty  # noqa: SLF001
+        if name in view._steps  # noqa: SLF001
+    }
+    return Outcome(
+        name=job.name,
+        status=status,
+        result=result,
+        data=data,
+        reads=frozenset(tracker.reads),
+        writes=frozenset(writes),
+        error=None if error is None else ErrorInfo.from_exception(error),
+        records=records,
+        interrupted_driver=in_driver_thread and status is Status.CANCELLED,
+        attempt=job.attempt,
+    )

@@ -1,0 +1,60 @@
+"""A worker process of the processes executor: ``python -m expkit._worker FD``.
+
+It receives jobs on the inherited socket ``FD``, runs each on a view of the
+environment read from its journal, and sends back the outcome. Ctrl-C
+(SIGINT from the driver) stops the running step, which reports CANCELLED;
+between steps it is ignored.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import socket
+import sys
+
+from ._environment import Environment
+from ._journal import Journal
+from ._processes import recv_message, send_message
+from ._work import Job, execute
+
+
+def _environment(where: str, cache: dict[str, Environment]) -> Environment:
+    env = cache.get(where)
+    if env is None:
+        # The driver checked the environment's owner and mode when it loaded it.
+        env = cache[where] = Environment._bind(Journal.open(where, durable=False))  # noqa: SLF001
+    env.refresh()
+    return env
+
+
+def main() -> None:
+    """Serve jobs until the driver closes the socket."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    setup = recv_message(sock)
+    if setup is None:
+        return
+    sys.path[:] = pickle.loads(setup)  # from the driver, over a private socket
+    envs: dict[str, Environment] = {}
+    while True:
+        try:
+            message = recv_message(sock)
+        except KeyboardInterrupt:
+            continue  # an interrupt between steps: nothing to stop
+        if message is None:
+            return
+        where, job = pickle.loads(message)  # cloudpickle's output; from the driver only
+        assert isinstance(job, Job)  # noqa: S101
+        outcome = execute(job, _environment(where, envs)._view())  # noqa: SLF001
+        reply = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        # A late interrupt must not cut the reply in half: hold it off while sending.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            send_message(sock, reply)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+if __name__ == "__main__":
+    main()
