@@ -514,6 +514,20 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 else:
                     self[key] = value
 
+    def results(self, step: str | Any) -> dict[str, Any]:
+        """The results of a step's DONE runs by name: every instance of a sweep, in name order.
+
+        For a plain step the mapping has one entry (when it is DONE).
+        """
+        name = step if isinstance(step, str) else step.name
+        prefix = f"{name}["
+        with self._lock:
+            found = sorted(
+                (n, r) for n, r in self._steps.items()
+                if (n == name or n.startswith(prefix)) and r.status is Status.DONE
+            )
+        return {n: record.result for n, record in found}
+
     def merge_done_tasks(self, other: Environment) -> None:
         """Take every DONE step record of ``other``, with the data keys those steps wrote."""
         with self._lock, other._lock:
