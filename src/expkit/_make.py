@@ -310,7 +310,7 @@ class _Driver:
                 stack.extend(dependents.get(name, ()))
 
         try:
-            while ready or running or delayed:
+            while (ready and not stopping) or running or delayed:
                 now = time.monotonic()
                 batch: list[Job] = []
                 while ready and not stopping and len(running) + len(batch) < self.capacity:

@@ -1,0 +1,504 @@
+"""The behaviour every executor shares: make runs, records, retries, skips and stops alike."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expkit import Environment, RunFailedError, Status, make, plan, task
+from tests.helpers import run_python
+
+EXECUTORS = ["sequential", "threads", "processes"]
+PARALLEL = ["threads", "processes"]
+
+
+@pytest.fixture(params=EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _runs(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def _log(path: str, word: str) -> None:
+    with open(path, "a") as handle:  # noqa: PTH123 - also runs in worker processes
+        handle.write(word + "\n")
+
+
+def test_runs_in_graph_order_and_records_everything(executor: str) -> None:
+    log = str(Path("log").absolute())
+
+    @task
+    def provision(env: Any, nodes: int = 3) -> int:
+        _log(log, "provision")
+        env["nodes"] = [f"n{i}" for i in range(nodes)]
+        return nodes
+
+    @task(requires=[provision])
+    def deploy(env: Any) -> None:
+        _log(log, "deploy")
+        env["deployed"] = list(env["nodes"])
+
+    @task(requires=[deploy], grid={"rate": [10, 100]})
+    def bench(env: Any, rate: int) -> dict[str, int]:
+        _log(log, f"bench{rate}")
+        return {"rate": rate, "n": len(env["deployed"])}
+
+    report = make(bench, env="e", new=True, executor=executor, jobs=2)
+    assert report.ok
+    assert report.ran == ["provision", "deploy", "bench[rate=10]", "bench[rate=100]"]
+    lines = _runs(Path(log))
+    assert lines[:2] == ["provision", "deploy"]
+    assert sorted(lines[2:]) == ["bench10", "bench100"]
+    env = Environment.load("e")
+    assert env["deployed"] == ["n0", "n1", "n2"]
+    assert env.results("bench") == {
+        "bench[rate=100]": {"rate": 100, "n": 3},
+        "bench[rate=10]": {"rate": 10, "n": 3},
+    }
+    record = env.steps["deploy"]
+    assert record.status is Status.DONE
+    assert record.reads == {"nodes"}
+    assert record.writes == {"deployed"}
+    assert env.steps["provision"].result == 3
+    assert env.steps["provision"].params == {"nodes": 3}
+    # Everything is done: a second run runs nothing.
+    again = make(bench, env="e", executor=executor)
+    assert again.ran == []
+    assert _runs(Path(log)) == lines
+
+
+def test_failure_skips_dependents_and_keeps_going(executor: str) -> None:
+    log = str(Path("log").absolute())
+
+    @task
+    def root(env: Any) -> None:
+        env["root"] = 1
+
+    @task(requires=[root])
+    def broken(env: Any) -> None:
+        env["partial"] = "kept"
+        _log(log, "broken")
+        msg = "disk full"
+        raise ValueError(msg)
+
+    @task(requires=[broken])
+    def after(env: Any) -> None:
+        _log(log, "after")
+
+    @task(requires=[root])
+    def independent(env: Any) -> None:
+        _log(log, "independent")
+        env["independent"] = True
+
+    with pytest.raises(RunFailedError) as caught:
+        make(after, independent, env="e", new=True, executor=executor)
+    report = caught.value.report
+    assert report.steps["broken"].status is Status.FAILED
+    assert report.steps["broken"].error.summary() == "ValueError: disk full"
+    assert report.steps["after"].status is Status.SKIPPED
+    assert report.steps["independent"].status is Status.DONE
+    assert "after" not in _runs(Path(log))
+    env = Environment.load("e")
+    assert env["partial"] == "kept"  # a failing step's writes are saved
+    assert env.steps["after"].status is Status.SKIPPED
+    assert "upstream 'broken' failed" in env.steps["after"].error.message
+    assert "ValueError: disk full" in env.steps["broken"].error.traceback
+    # The next plan holds exactly the failed step and what it blocked.
+    assert plan(after, independent, env="e").to_run == ["broken", "after"]
+
+
+def test_fail_fast_starts_nothing_after_a_failure(executor: str) -> None:
+    log = str(Path("log").absolute())
+
+    @task(priority=0)
+    def first(env: Any) -> None:
+        _log(log, "first")
+        raise RuntimeError
+
+    @task(priority=1)
+    def second(env: Any) -> None:
+        _log(log, "second")
+
+    report = make(first, second, env="e", new=True, executor=executor, jobs=1, fail_fast=True, check=False)
+    assert _runs(Path(log)) == ["first"]
+    assert not report.ok
+    assert report.steps["second"].ran is False
+    assert "second" not in Environment.load("e").steps  # never started: no record
+
+
+def test_priority_orders_ready_steps(executor: str) -> None:
+    log = str(Path("log").absolute())
+    for name, priority in [("c", 3), ("a", 1), ("b", 2)]:
+        task(name=name, priority=priority)(lambda env, name=name: _log(log, name))
+    make(env="e", new=True, executor=executor, jobs=1)
+    assert _runs(Path(log)) == ["a", "b", "c"]
+
+
+def test_retries_then_done(executor: str) -> None:
+    counter = Path("attempts").absolute()
+
+    @task(retries=2)
+    def flaky(env: Any) -> str:
+        _log(str(counter), "try")
+        if len(_runs(counter)) < 3:
+            msg = "not yet"
+            raise OSError(msg)
+        env["ok"] = True
+        return "finally"
+
+    report = make(flaky, env="e", new=True, executor=executor)
+    assert report.steps["flaky"].attempts == 3
+    env = Environment.load("e")
+    assert env.steps["flaky"].attempts == 3
+    assert env.steps["flaky"].result == "finally"
+    assert env["ok"] is True
+
+
+def test_system_exit_is_recorded_not_lost(executor: str) -> None:
+    @task
+    def quits(env: Any) -> None:
+        env["before"] = 1
+        sys.exit(3)
+
+    report = make(quits, env="e", new=True, executor=executor, check=False)
+    assert report.steps["quits"].status is Status.FAILED
+    env = Environment.load("e")
+    assert env.steps["quits"].error.type == "SystemExit"
+    assert env["before"] == 1
+
+
+@pytest.mark.parametrize("executor", PARALLEL)
+def test_keyboard_interrupt_raised_by_a_step_is_recorded(executor: str) -> None:
+    @task
+    def stops(env: Any) -> None:
+        raise KeyboardInterrupt
+
+    @task
+    def other(env: Any) -> None:
+        env["other"] = 1
+
+    report = make(stops, other, env="e", new=True, executor=executor, check=False)
+    assert report.steps["stops"].status is Status.CANCELLED
+    assert report.steps["other"].status is Status.DONE
+    assert Environment.load("e").steps["stops"].status is Status.CANCELLED
+
+
+def test_unpicklable_value_fails_the_step_only(executor: str) -> None:
+    @task
+    def bad(env: Any) -> None:
+        env["fine"] = 1
+        env["lock"] = threading.Lock()
+
+    report = make(bad, env="e", new=True, executor=executor, check=False)
+    assert report.steps["bad"].status is Status.FAILED
+    assert "lock" in report.steps["bad"].error.message
+    env = Environment.load("e")
+    assert env["fine"] == 1
+    assert "lock" not in env
+
+
+def test_jobs_bounds_parallel_steps(executor: str) -> None:
+    running = Path("running").absolute()
+    running.mkdir()
+
+    parallel = executor != "sequential"
+
+    def body(env: Any, i: int) -> int:
+        mine = running / str(i)
+        mine.touch()
+        # Wait (bounded) for a partner, so parallel executors really overlap.
+        for _ in range(400 if parallel else 0):
+            if len(list(running.iterdir())) >= 2:
+                break
+            time.sleep(0.005)
+        seen = len(list(running.iterdir()))
+        time.sleep(0.02)
+        mine.unlink()
+        return seen
+
+    task(name="work", grid={"i": range(6)})(body)
+    jobs = 1 if executor == "sequential" else 2
+    make(env="e", new=True, executor=executor, jobs=jobs)
+    seen = Environment.load("e").results("work").values()
+    assert max(seen) <= jobs
+    if parallel:
+        assert max(seen) == 2  # they did run side by side
+
+
+def test_timeout_fails_the_step(executor: str) -> None:
+    @task(timeout=0.5)
+    def slow(env: Any) -> None:
+        env["started"] = True
+        for _ in range(6000):  # in small sleeps: a thread is stopped between instructions
+            time.sleep(0.01)
+
+    report = make(slow, env="e", new=True, executor=executor, check=False)
+    assert report.steps["slow"].status is Status.FAILED
+    assert "StepTimeoutError" in report.steps["slow"].error.type
+
+
+def test_processes_run_functions_defined_in_main(tmp_path: Path) -> None:
+    script = tmp_path / "exp.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from expkit import task, make, Environment
+            FACTOR = 7
+
+            def helper(x):
+                return x * FACTOR
+
+            @task(grid={"x": [1, 2, 3]})
+            def scaled(env, x):
+                return helper(x)
+
+            if __name__ == "__main__":
+                make(env="e", new=True, executor="processes", jobs=2)
+                print(sorted(Environment.load("e").results("scaled").values()))
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[7, 14, 21]"
+
+
+def test_worker_death_interrupts_then_retries() -> None:
+    flag = Path("died").absolute()
+
+    @task(retries=1)
+    def fragile(env: Any) -> int:
+        env["pid"] = os.getpid()
+        if not flag.exists():
+            flag.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 42
+
+    @task
+    def other(env: Any) -> int:
+        return 1
+
+    report = make(fragile, other, env="e", new=True, executor="processes", jobs=2)
+    assert report.steps["fragile"].attempts == 2
+    assert report.steps["other"].status is Status.DONE
+    assert Environment.load("e").steps["fragile"].result == 42
+
+
+def test_worker_death_without_retries_is_interrupted() -> None:
+    @task
+    def dies(env: Any) -> None:
+        os._exit(9)
+
+    report = make(dies, env="e", new=True, executor="processes", check=False)
+    outcome = report.steps["dies"]
+    assert outcome.status is Status.INTERRUPTED
+    assert "exited with status 9" in outcome.error.message
+    assert Environment.load("e").steps["dies"].status is Status.INTERRUPTED
+    assert plan(dies, env="e").to_run == ["dies"]
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads"])
+def test_driver_death_leaves_interrupted_then_resumes(executor: str) -> None:
+    """In-process executors: the step dying takes the driver along; the next make re-runs it."""
+    code = f"""
+        import os
+        from pathlib import Path
+        from expkit import task, make
+
+        @task
+        def first(env):
+            env["first"] = 1
+
+        @task(requires=[first])
+        def dies(env):
+            if not Path("died").exists():
+                Path("died").touch()
+                os._exit(9)
+            env["second"] = 2
+
+        make(dies, env="e", executor={executor!r})
+    """
+    Environment.create(".", "e", symlink=False)
+    assert run_python(code, check=False).returncode == 9
+    env = Environment.load("e")
+    assert env.steps["dies"].status is Status.INTERRUPTED
+    assert env.steps["first"].status is Status.DONE
+    run_python(code)
+    env = Environment.load("e")
+    assert env["second"] == 2
+    assert env.steps["first"].attempts == 1
+
+
+SIGINT_CHILD = """
+import os, sys, time
+import expkit._make
+from expkit import task, make, Environment
+
+expkit._make.CANCEL_GRACE = 600  # only a second Ctrl-C may cut the wait short
+stubborn = sys.argv[2] == "stubborn"
+
+def say(line):
+    os.write(1, (line + "\\n").encode())
+
+@task
+def quick(env):
+    env["quick"] = 1
+
+@task(requires=[quick])
+def slow(env):
+    env["partial"] = "written"
+    say("started")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.01)
+        except KeyboardInterrupt:
+            if not stubborn:
+                raise
+            say("ignored")
+
+try:
+    make(slow, env="e", executor=sys.argv[1])
+except KeyboardInterrupt:
+    say("interrupted")
+    sys.exit(130)
+"""
+
+
+def _interrupted_run(executor: str, mode: str) -> tuple[int, str, str]:
+    with subprocess.Popen(
+        [sys.executable, "-c", SIGINT_CHILD, executor, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "started"
+        child.send_signal(signal.SIGINT)
+        if mode == "stubborn":
+            # The step swallowed the first interrupt (workers share this stdout).
+            assert child.stdout.readline().strip() == "ignored"
+            child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+        return child.returncode, out, err
+
+
+def test_ctrl_c_cancels_commits_and_prints_the_resume_call(executor: str) -> None:
+    Environment.create(".", "e", symlink=False)
+    code, out, err = _interrupted_run(executor, "plain")
+    assert code == 130
+    assert "interrupted" in out
+    assert "resume with: make('slow', env=" in err
+    env = Environment.load("e")
+    assert env.steps["slow"].status is Status.CANCELLED
+    assert env["partial"] == "written"
+    assert env.steps["quick"].status is Status.DONE
+    again = run_python(
+        """
+        from expkit import task, make
+        @task
+        def quick(env):
+            raise AssertionError("DONE: must not run again")
+        @task(requires=[quick])
+        def slow(env):
+            env["finished"] = True
+        print(make(slow, env="e").ran)
+        """
+    )
+    assert again.stdout.strip() == "['slow']"
+
+
+@pytest.mark.parametrize("executor", PARALLEL)
+def test_second_ctrl_c_leaves_at_once(executor: str) -> None:
+    Environment.create(".", "e", symlink=False)
+    code, _, err = _interrupted_run(executor, "stubborn")
+    assert code == 130
+    assert "resume with:" in err
+    env = Environment.load("e")  # consistent, loadable
+    assert env.steps["slow"].status is Status.CANCELLED
+
+
+def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
+    """Many steps finishing together cost far fewer fsyncs than steps."""
+    script = tmp_path / "many.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from expkit import task, make
+            for i in range(200):
+                task(name=f"s{i}")(lambda env, i=i: env.__setitem__(f"k{i}", i))
+            make(env="e", new=True, executor="threads")
+            """
+        )
+    )
+    traced = subprocess.run(
+        ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    counts = {
+        line.split()[-1]: int(line.split()[3])
+        for line in traced.stderr.splitlines()
+        if line.strip().endswith(("fsync", "fdatasync")) and line.split()[3].isdigit()
+    }
+    assert Environment.load("e")["k199"] == 199
+    assert 1 <= sum(counts.values()) < 50, counts
+
+
+def test_resume_from_seeds_a_new_environment(executor: str) -> None:
+    calls = Path("calls").absolute()
+
+    @task
+    def expensive(env: Any) -> None:
+        _log(str(calls), "expensive")
+        env["model"] = "trained"
+
+    @task(requires=[expensive])
+    def evaluate(env: Any) -> None:
+        _log(str(calls), "evaluate")
+        if not Path("fixed").exists():
+            raise ValueError
+        env["score"] = 0.9
+
+    make(evaluate, env="first", new=True, executor=executor, check=False)
+    Path("fixed").touch()
+    report = make(evaluate, env="second", resume_from="first", executor=executor)
+    assert report.ran == ["evaluate"]
+    assert _runs(calls) == ["expensive", "evaluate", "evaluate"]
+    second = Environment.load("second")
+    assert second["model"] == "trained"
+    assert second["score"] == 0.9
+    assert Environment.load("first").steps["evaluate"].status is Status.FAILED
+
+
+def test_force_reruns_the_step_and_its_dependents(executor: str) -> None:
+    calls = Path("calls").absolute()
+
+    @task
+    def a(env: Any) -> None:
+        _log(str(calls), "a")
+
+    @task(requires=[a])
+    def b(env: Any) -> None:
+        _log(str(calls), "b")
+
+    @task
+    def c(env: Any) -> None:
+        _log(str(calls), "c")
+
+    make(env="e", new=True, executor=executor)
+    report = make(env="e", executor=executor, force=["a"])
+    assert sorted(report.ran) == ["a", "b"]
+    assert sorted(_runs(calls)) == ["a", "a", "b", "b", "c"]
