@@ -449,11 +449,6 @@ _FAIL_BESIDE_A_WAVE = Flaky(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: each wave of make re-plans and re-runs the steps that failed in an "
-    "earlier wave (see test_a_failed_step_does_not_run_again_in_a_later_wave)",
-)
 @SETTINGS
 @example(flaky=_FAIL_BESIDE_A_WAVE, executor=("sequential", None))
 @given(flaky=flaky_dags(data_dependent=True), executor=EXECUTORS)
@@ -467,11 +462,6 @@ def test_repeated_make_converges_with_data_dependent_sweeps(
 # -- planner bugs found by the properties above, reduced to their smallest form
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: a data-dependent sweep is expanded from its prerequisite's old data "
-    "when that prerequisite runs again in the same make",
-)
 def test_a_data_dependent_sweep_is_expanded_after_its_prerequisite_runs_again() -> None:
     """``make`` returning ok must leave nothing to do; here the grid grows when ``source`` re-runs."""
     width = {"n": 1}
@@ -494,11 +484,6 @@ def test_a_data_dependent_sweep_is_expanded_after_its_prerequisite_runs_again() 
     assert make(env="e").ran == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: the dependents of a failed step are not SKIPPED when a data-dependent "
-    "sweep stands between them (reported PENDING 'waits for the instances of a sweep')",
-)
 def test_a_failure_skips_a_data_dependent_sweep_and_its_dependents() -> None:
     """A step whose prerequisite fails is SKIPPED (DESIGN section 5), also behind a wave."""
 
@@ -532,11 +517,6 @@ def test_a_failure_skips_a_data_dependent_sweep_and_its_dependents() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: a step that failed in the first wave of make runs again in the "
-    "wave that expands a data-dependent sweep (retries=0, attempts reported 1)",
-)
 def test_a_failed_step_does_not_run_again_in_a_later_wave() -> None:
     """A step with ``retries=0`` runs once per make, whatever waves the make takes."""
     calls: list[str] = []
@@ -563,11 +543,6 @@ def test_a_failed_step_does_not_run_again_in_a_later_wave() -> None:
     assert calls == ["flaky", "sweep[k=1]"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner bug: fail_fast does not hold across the waves of make: the wave that "
-    "expands a data-dependent sweep starts steps after a failure",
-)
 def test_fail_fast_starts_no_step_after_a_failure_in_a_later_wave() -> None:
     """With fail_fast, no new step starts after a failure (DESIGN section 13)."""
     calls: list[str] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CycleError, UnknownStepError
@@ -27,6 +27,10 @@ class Node:
     requires: tuple[str, ...]
     #: A sweep whose grid callable cannot be evaluated yet (its data is missing).
     deferred: bool = False
+
+
+class _Deferred(Exception):  # noqa: N818 - a signal, not an error
+    """This sweep's grid is read once its prerequisites are done."""
 
 
 def resolve_step(name: str, registry: Mapping[str, Task[Any, Any]]) -> Task[Any, Any]:
@@ -99,11 +103,13 @@ def build_graph(
     targets: Iterable[Task[Any, Any] | str],
     registry: Mapping[str, Task[Any, Any]],
     env: StepsMixin | None,
+    defer: Collection[str] = (),
 ) -> dict[str, Node]:
     """The nodes needed for ``targets``, in an order that respects the graph.
 
     A target naming a sweep means all its instances; ``step[k=v]`` only
-    those matching. Prerequisites are always included whole.
+    those matching. Prerequisites are always included whole. Sweeps named
+    in ``defer`` stay one deferred node: their grid is read later.
     """
     wanted: dict[str, list[dict[str, str]] | None] = {}  # step -> selectors, None: all
     roots: list[Task[Any, Any]] = []
@@ -131,7 +137,13 @@ def build_graph(
     for step in steps:
         requires = tuple(name for req in _requires(step, registry, lenient=False) for name in members[req.name])
         try:
+            if step.name in defer:
+                raise _Deferred  # noqa: TRY301 - one path for both reasons to defer
             points = grid_points(step, env)
+        except _Deferred:
+            nodes[step.name] = Node(step.name, step, {}, requires, deferred=True)
+            members[step.name] = [step.name]
+            continue
         except Exception:
             # A grid callable may need data that upstream steps make: expanded
             # once they are done. If they are, its error is a real one.

@@ -25,6 +25,7 @@ from ._environment import Environment
 from ._errors import RunFailedError, StepRunningError
 from ._executors import Executor, get_executor
 from ._fingerprint import params_fingerprint
+from ._instances import parse_selector
 from ._paths import CURRENT_LINK, default_root
 from ._plan import Plan, make_plan
 from ._process import current_owner, is_alive
@@ -185,6 +186,12 @@ class _Driver:
         self.sync = _GroupSync(env)
         self.where = str(env.resultdir)
         self.outcomes: dict[str, StepOutcome] = {}
+        #: Deferred sweeps whose prerequisites are done: expanded in the next wave.
+        self.expandable: set[str] = set()
+        #: Steps this run ran or skipped for a failure, in any wave.
+        self.settled: set[str] = set()
+        #: fail_fast saw a failure: no new step starts, no new wave.
+        self.stopped = False
         #: The report's order: the last plan's.
         self.order: list[str] = []
 
@@ -202,19 +209,17 @@ class _Driver:
         self.env._upkeep_held += 1  # noqa: SLF001 - views read stored values by position
         try:
             force = forced
-            # A sweep whose grid needs upstream data is expanded in a later wave.
+            # A sweep whose grid reads upstream data is expanded in a later
+            # wave, once that data is made.
             for _wave in range(len(registry) + 1):
                 plan = make_plan(targets, self.env, registry, force=force, params=params)
-                deferred = [name for name, node in plan._nodes.items() if node.deferred]  # noqa: SLF001
+                self.expandable.clear()
                 self._run_plan(plan)
-                expandable = [
-                    name
-                    for name in deferred
-                    if all(self.env.is_done(r) for r in plan[name].requires)
-                ]
-                if not expandable:
+                if not self.expandable or self.stopped:
                     break
-                force = [f for f in forced if f in deferred]
+                # Forcing applied in the wave that ran the step; a forced sweep
+                # still to expand stays forced.
+                force = [f for f in forced if parse_selector(f)[0] in self.expandable]
         except KeyboardInterrupt:
             self._print_resume()
             raise
@@ -260,35 +265,27 @@ class _Driver:
     def _run_plan(self, plan: Plan) -> None:  # noqa: C901, PLR0912, PLR0915 - the scheduling loop
         nodes = plan._nodes  # noqa: SLF001
         self.order = list(plan.entries)
+        # What an earlier wave of this run settled is not run again: a failure stays one.
+        settled = set(self.settled)
         for entry in plan:
             earlier = self.outcomes.get(entry.name)
             if not entry.runs and (earlier is None or not earlier.ran):
                 self.outcomes[entry.name] = StepOutcome(
                     entry.name, entry.status, ran=False, reason=entry.reason
                 )
-        # Steps after a deferred sweep wait for the next wave.
-        waiting: set[str] = set()
-        for name, node in nodes.items():
-            if node.deferred or any(r in waiting for r in node.requires):
-                waiting.add(name)
-        todo = [e for e in plan if e.runs and e.name not in waiting]
-        for name in waiting:
-            self.outcomes[name] = StepOutcome(
-                name, plan[name].status, ran=False, reason="waits for the instances of a sweep"
-            )
+        todo = [e for e in plan if e.runs and e.name not in settled]
         todo_names = {e.name for e in todo}
         blockers = {e.name: {r for r in e.requires if r in todo_names} for e in todo}
         dependents: dict[str, list[str]] = {}
-        for name, reqs in blockers.items():
-            for r in reqs:
-                dependents.setdefault(r, []).append(name)
+        for entry in todo:
+            for upstream in entry.requires:
+                dependents.setdefault(upstream, []).append(entry.name)
         index = {e.name: i for i, e in enumerate(todo)}
         ready = [(e.priority, index[e.name], e.name) for e in todo if not blockers[e.name]]
         heapq.heapify(ready)
         running: dict[str, Job] = {}
         started: dict[str, float] = {}
         delayed: list[tuple[float, int, Job]] = []
-        stopping = False
 
         def job_for(name: str) -> Job:
             node = nodes[name]
@@ -304,17 +301,36 @@ class _Driver:
             stack = list(dependents.get(failed, ()))
             while stack:
                 name = stack.pop()
-                if name in skipped or name in running or name in self.outcomes and self.outcomes[name].ran:
+                if name in skipped or name in running or name not in blockers:
                     continue
                 skipped[name] = f"upstream {failed!r} {status.value.lower()}"
                 stack.extend(dependents.get(name, ()))
 
+        def settle(skipped: dict[str, str]) -> None:
+            for name in skipped:
+                blockers.pop(name, None)
+
+        # Dependents of what failed in an earlier wave are skipped now.
+        skipped: dict[str, str] = {}
+        for name in settled:
+            if self.outcomes[name].status is not Status.DONE:
+                skip_downstream(name, self.outcomes[name].status, skipped)
+        if skipped:
+            self._commit([], skipped, {}, {})
+            settle(skipped)
+
         try:
-            while (ready and not stopping) or running or delayed:
+            while (ready and not self.stopped) or running or delayed:
                 now = time.monotonic()
                 batch: list[Job] = []
-                while ready and not stopping and len(running) + len(batch) < self.capacity:
+                while ready and not self.stopped and len(running) + len(batch) < self.capacity:
                     _, _, name = heapq.heappop(ready)
+                    if name not in blockers:
+                        continue  # skipped meanwhile
+                    if nodes[name].deferred:
+                        # Its prerequisites are done: expanded in the next wave.
+                        self.expandable.add(name)
+                        continue
                     batch.append(job_for(name))
                 retry: list[Job] = []
                 while delayed and delayed[0][0] <= now:
@@ -325,11 +341,12 @@ class _Driver:
                         running[job.name] = job
                         started[job.name] = now
                     if refused:
-                        skipped: dict[str, str] = {}
+                        skipped = {}
                         for name in refused:
                             skip_downstream(name, Status.RUNNING, skipped)
                         self._commit([], skipped, refused, {})
-                        for name in skipped:
+                        settle(skipped)
+                        for name in refused:
                             blockers.pop(name, None)
                     batch = claimed
                 for job in retry:
@@ -346,9 +363,10 @@ class _Driver:
                 for outcome in self.executor.wait(timeout):
                     job = running.pop(outcome.name)
                     interrupted |= outcome.interrupted_driver
-                    retries = nodes[job.name].step.options.retries
-                    if outcome.status in (Status.FAILED, Status.INTERRUPTED) and job.attempt <= retries and not interrupted:
-                        delay = nodes[job.name].step.options.retry_delay * 2 ** (job.attempt - 1)
+                    options = nodes[job.name].step.options
+                    failed = outcome.status in (Status.FAILED, Status.INTERRUPTED)
+                    if failed and job.attempt <= options.retries and not interrupted:
+                        delay = options.retry_delay * 2 ** (job.attempt - 1)
                         heapq.heappush(delayed, (time.monotonic() + delay, index[job.name], _again(job)))
                         continue
                     finals.append(outcome)
@@ -356,12 +374,12 @@ class _Driver:
                     continue
                 skipped = {}
                 for outcome in finals:
+                    blockers.pop(outcome.name, None)
                     if outcome.status is not Status.DONE:
                         skip_downstream(outcome.name, outcome.status, skipped)
-                        stopping |= self.fail_fast
+                        self.stopped |= self.fail_fast
                 self._commit(finals, skipped, {}, started)
-                for name in skipped:
-                    blockers.pop(name, None)
+                settle(skipped)
                 for outcome in finals:
                     if outcome.status is not Status.DONE:
                         continue
@@ -378,8 +396,17 @@ class _Driver:
             self._cancel(running, delayed, started)
             raise
         finally:
-            for name in [e.name for e in todo if e.name not in self.outcomes]:
-                note = "not started: fail_fast after a failure" if stopping else "not started"
+            for name in blockers:
+                if name in self.outcomes and self.outcomes[name].ran:
+                    continue
+                if nodes[name].deferred or name in self.expandable or any(
+                    nodes[r].deferred for r in blockers[name]
+                ):
+                    note = "waits for the instances of a sweep"
+                elif self.stopped:
+                    note = "not started: fail_fast after a failure"
+                else:
+                    note = "not started"
                 self.outcomes[name] = StepOutcome(name, plan[name].status, ran=False, reason=note)
 
     # -- claiming and committing ------------------------------------------
@@ -468,6 +495,8 @@ class _Driver:
             for outcome in finals:
                 ACTIVE.discard((self.where, outcome.name))
         self.sync.committed()
+        self.settled.update(outcome.name for outcome in finals)
+        self.settled.update(skipped)
         for outcome in finals:
             record_now = env._steps.get(outcome.name)  # noqa: SLF001
             duration = record_now.duration if record_now is not None else None

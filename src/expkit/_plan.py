@@ -141,7 +141,26 @@ def make_plan(
     chosen += [name for name in forced if name not in {t if isinstance(t, str) else t.name for t in chosen}]
     nodes = build_graph(chosen, registry, env)
     _check_params_names(params or {}, nodes)
-    return Plan(_decide(nodes, env, forced, params or {}), nodes, env)
+    entries = _decide(nodes, env, forced, params or {})
+    # A sweep whose grid reads data from a step that runs again waits for it:
+    # its instances are read from the new data, in a later wave of the run.
+    defer: set[str] = set()
+    while stale := _stale_sweeps(nodes, entries) - defer:
+        defer |= stale
+        nodes = build_graph(chosen, registry, env, defer)
+        entries = _decide(nodes, env, forced, params or {})
+    return Plan(entries, nodes, env)
+
+
+def _stale_sweeps(nodes: Mapping[str, Node], entries: list[PlanEntry]) -> set[str]:
+    runs = {entry.name for entry in entries if entry.runs}
+    return {
+        node.step.name
+        for node in nodes.values()
+        if callable(node.step.options.grid)
+        and not node.deferred
+        and any(upstream in runs for upstream in node.requires)
+    }
 
 
 def _check_params_names(params: Params, nodes: Mapping[str, Node]) -> None:
