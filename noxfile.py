@@ -59,14 +59,14 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks of BENCHMARKS.md against their anchors (EnOSlib, doit, Dask)."""
+    """Run the benchmarks of BENCHMARKS.md against their anchors (EnOSlib, doit, Dask, clush)."""
     # The anchors live in this session's virtualenv only, never in the package's
     # dependencies. enoslib pins rich~=12.0 while expkit needs rich>=13 (as typer does):
     # resolved together, pip backtracks through every enoslib release and fails on an
     # unbuildable one. So enoslib goes in first and expkit is installed over it; pip
     # reports the conflict but exits 0, and @enostask works with the newer rich.
     session.install("enoslib")
-    session.install("-e", ".[dask]", "doit", "numpy")
+    session.install("-e", ".[dask]", "doit", "numpy", "ClusterShell")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import ROOT, Section, machine_info
 
-WORKLOADS = ("W1", "W2")
+WORKLOADS = ("W1", "W2", "SHELL")
 
 
 def _runner(name: str) -> Callable[..., Section]:
@@ -29,6 +29,10 @@ def _runner(name: str) -> Callable[..., Section]:
         import w2
 
         return w2.run
+    if name == "SHELL":
+        import shell
+
+        return shell.run
     msg = f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}"
     raise SystemExit(msg)
 
