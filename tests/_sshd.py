@@ -2,10 +2,11 @@
 
 :func:`loopback_sshd` generates a host key and a user key, writes an
 ``sshd_config`` of absolute paths (nothing under ``~/.ssh`` or ``/etc/ssh`` is
-read or written) and starts ``sshd`` listening on one free port per node. The
-client side is an ``ssh_config`` naming each node (``node1``, ``node2``, ...)
-as an alias of ``127.0.0.1`` and its port, plus ``down``, whose port nothing
-listens on. Give that file to ``run(..., ssh_config=...)``.
+read or written) and starts ``sshd`` listening on one free port per node (one
+server per 16 nodes: sshd listens on 16 sockets at most). The client side is
+an ``ssh_config`` naming each node (``node1``, ``node2``, ...) as an alias of
+``127.0.0.1`` and its port, plus ``down``, whose port nothing listens on.
+Give that file to ``run(..., ssh_config=...)``.
 """
 
 from __future__ import annotations
@@ -26,18 +27,20 @@ __all__ = ["LoopbackSshd", "find_sshd", "loopback_sshd"]
 # Every node presents the same host key; the client knows it under this alias.
 _HOST_KEY_ALIAS = "expkit-test-sshd"
 _START_TIMEOUT = 20.0
+_PORTS_PER_SERVER = 16
 
 
 @dataclasses.dataclass(frozen=True)
 class LoopbackSshd:
-    """A running sshd and the client configuration that reaches it."""
+    """Running sshd servers and the client configuration that reaches them."""
 
     directory: Path
+    #: The nodes' home directory (``$HOME`` of remote shells, where scp's relative paths go).
+    home: Path
     ssh_config: Path
     nodes: tuple[str, ...]
     down: str
     ports: tuple[int, ...]
-    process: subprocess.Popen[bytes]
 
 
 def find_sshd() -> str:
@@ -65,34 +68,47 @@ def loopback_sshd(directory: Path, count: int) -> Iterator[LoopbackSshd]:
             stdin=subprocess.DEVNULL,
         )
     shutil.copyfile(user_key.with_suffix(".pub"), directory / "authorized_keys")
+    (directory / "home").mkdir(exist_ok=True)
     public_host_key = host_key.with_suffix(".pub").read_text().split()
     (directory / "known_hosts").write_text(f"{_HOST_KEY_ALIAS} {' '.join(public_host_key[:2])}\n")
 
     *ports, closed = _free_ports(count + 1)
-    server_config = directory / "sshd_config"
-    _write_server_config(sshd, server_config, directory, ports)
     nodes = tuple(f"node{i}" for i in range(1, count + 1))
     client_config = directory / "ssh_config"
     _write_client_config(client_config, directory, dict(zip(nodes, ports, strict=True)), closed)
+    # sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS): one server per 16 nodes.
+    groups = [ports[i : i + _PORTS_PER_SERVER] for i in range(0, len(ports), _PORTS_PER_SERVER)]
+    with contextlib.ExitStack() as servers:
+        for number, group in enumerate(groups):
+            servers.enter_context(_server(sshd, directory, number, group))
+        yield LoopbackSshd(
+            directory, directory / "home", client_config, nodes, "down", tuple(ports)
+        )
 
-    log = (directory / "sshd.log").open("wb")
-    process = subprocess.Popen(
-        [sshd, "-D", "-e", "-f", str(server_config)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
-    try:
-        _wait_listening(process, ports, directory / "sshd.log")
-        yield LoopbackSshd(directory, client_config, nodes, "down", tuple(ports), process)
-    finally:
-        process.terminate()
+
+@contextlib.contextmanager
+def _server(sshd: str, directory: Path, number: int, ports: list[int]) -> Iterator[None]:
+    """One sshd process listening on ``ports``, until the context ends."""
+    config = directory / f"sshd_config.{number}"
+    _write_server_config(sshd, config, directory, number, ports)
+    log_path = directory / f"sshd.{number}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            _wait_listening(process, ports, log_path)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _free_ports(count: int) -> list[int]:
@@ -107,11 +123,13 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _write_server_config(sshd: str, path: Path, directory: Path, ports: list[int]) -> None:
+def _write_server_config(
+    sshd: str, path: Path, directory: Path, number: int, ports: list[int]
+) -> None:
     lines = [f"ListenAddress 127.0.0.1:{port}" for port in ports]
     lines += [
         f"HostKey {directory / 'host_key'}",
-        f"PidFile {directory / 'sshd.pid'}",
+        f"PidFile {directory / f'sshd.{number}.pid'}",
         f"AuthorizedKeysFile {directory / 'authorized_keys'}",
         "UsePAM no",
         # The key files live in a temporary directory that sshd would find too open.
@@ -124,7 +142,12 @@ def _write_server_config(sshd: str, path: Path, directory: Path, ports: list[int
         "MaxStartups 1000",
         "MaxSessions 1000",
         "LogLevel ERROR",
-        "Subsystem sftp internal-sftp",  # scp speaks SFTP since OpenSSH 9.0
+        # A home of its own, as on a fresh node: remote shells read no dotfiles of this
+        # machine's user (a ~/.bashrc running `pyenv init` costs more than the
+        # connection), and scp's relative paths land there (it speaks SFTP since
+        # OpenSSH 9.0).
+        f"SetEnv HOME={directory / 'home'}",
+        f"Subsystem sftp internal-sftp -d {directory / 'home'}",
     ]
     # OpenSSH 9.8 and later penalise addresses whose connections fail or time
     # out; the tests do both on purpose. Older versions do not know the option.

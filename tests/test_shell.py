@@ -8,9 +8,11 @@ machine, so a remote command can leave evidence in a local file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 from collections.abc import Iterator
@@ -19,12 +21,14 @@ from typing import Any
 
 import pytest
 
+from expkit import Environment
 from expkit.shell import NodeSet, NodeSetError, ShellResult, copy, rcopy, run
 
 from ._sshd import LoopbackSshd, loopback_sshd
 from .helpers import run_python
 
 NODES = 8
+HOW_TO = Path(__file__).resolve().parent.parent / "docs" / "how-to" / "run-commands-on-nodes.md"
 
 
 @pytest.fixture(scope="session")
@@ -397,6 +401,32 @@ class TestCopy:
         """A source with no name to give the copies is refused."""
         with pytest.raises(ValueError, match="cannot name the copies"):
             rcopy("/", tmp_path, "node1")
+
+
+class TestHowTo:
+    """The examples of docs/how-to/run-commands-on-nodes.md run against the loopback nodes."""
+
+    def test_examples_run(self, sshd: LoopbackSshd, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each python block of the page runs, in order, in one namespace."""
+        import expkit.shell
+
+        for name in ("run", "copy", "rcopy"):
+            # The page relies on ~/.ssh/config; the test nodes live in their own file.
+            bound = functools.partial(getattr(expkit.shell, name), ssh_config=sshd.ssh_config)
+            monkeypatch.setattr(expkit.shell, name, bound)
+        text = HOW_TO.read_text(encoding="utf-8")
+        blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+        assert len(blocks) >= 5
+        namespace: dict[str, Any] = {}
+        for number, block in enumerate(blocks, 1):
+            code = compile(block, f"{HOW_TO.name} block {number}", "exec")
+            exec(code, namespace)  # noqa: S102 - the page's own examples are under test
+
+        assert list(namespace["fetched"].iter_retcodes()) == [(0, NodeSet("node[1-3]"))]
+        assert (Path("answers") / "answer.txt.node2").read_text() == "42\n"
+        kernels = Environment.load()["kernels"]
+        assert kernels.max_retcode == 0
+        assert kernels.nodes == NodeSet("node[1-4]")
 
 
 class TestPackage:
