@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -15,19 +14,20 @@ from ._errors import (
     CorruptValueError,
     NoEnvironmentError,
     UnpicklableValueError,
+    UntrustedEnvironmentError,
 )
-from ._journal import Journal, Stored, Update, digest_of
+from ._journal import Entry, Journal, Stored, Update, as_stored, digest_of
 from ._paths import (
     CURRENT_LINK,
-    check_trusted,
     durable_default,
     repoint,
     timestamp_name,
+    untrusted_reason,
 )
 from ._process import is_alive
 from ._records import StepRecord
 from ._status import Status
-from ._steps import StepsMixin
+from ._steps import StepRecords, StepsMixin, StoredState
 from ._tracking import current_tracker
 
 __all__ = ["Environment"]
@@ -56,15 +56,11 @@ class _Slot:
         self.raw = raw
 
 
-def _as_stored(item: tuple[Any, ...]) -> Stored:
-    return item if isinstance(item, Stored) else Stored._make(item)
-
-
-def _stored_form(found: _Slot | tuple[Any, ...] | None) -> Stored | None:
+def _stored_form(found: _Slot | Entry | None) -> Stored | None:
     """What the journal holds for a key, whatever shape its entry has now."""
     if isinstance(found, _Slot):
         return found.stored
-    return None if found is None else _as_stored(found)
+    return None if found is None else as_stored(found)
 
 
 def _pickle(key: str, value: Any) -> bytes:
@@ -86,13 +82,13 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._journal: Journal | None = None
-        # A key not touched since loading maps to its stored form, a bare tuple,
+        # A key not touched since loading maps to its stored form (an Entry)
         # and becomes a _Slot on first use: loading builds no object per key.
-        self._slots: dict[str, _Slot | tuple[Any, ...]] = {}
+        self._slots: dict[str, _Slot | Entry] = {}
         self._assigned: set[str] = set()
         self._deleted: set[str] = set()
         self._touched: set[str] = set()
-        self._steps: dict[str, StepRecord] = {}
+        self._steps = StepRecords()
         self._steps_dirty: set[str] = set()
         #: Made from a one-step export: holds a record and no data at all.
         self._records_only = False
@@ -149,8 +145,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         journal = Journal.open(where, durable=durable_default(durable))
         try:
             if not trust:
-                check_trusted(journal.opened_as, journal.stat_dir())
-                check_trusted(journal.opened_as / "env", journal.stat_journal())
+                _check_trusted(journal)
             env = cls._bind(journal)
             env.refresh()
         except BaseException:
@@ -166,9 +161,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
     @classmethod
     def _bind(cls, journal: Journal) -> Environment:
+        # The journal closes its descriptors when the last environment (or
+        # view) using it is gone.
         env = cls()
         env._journal = journal
-        weakref.finalize(env, journal.close)
         return env
 
     def _mark_interrupted(self) -> None:
@@ -176,9 +172,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         with self._lock:
             dead = [
                 record
-                for record in self._steps.values()
-                if record.status is Status.RUNNING
-                and (record.owner is None or not is_alive(record.owner))
+                for record in self._steps.running()
+                if record.owner is None or not is_alive(record.owner)
             ]
             if not dead:
                 return
@@ -278,8 +273,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
 
         return environment_html(self)
 
-    def _promote(self, key: str, stored: tuple[Any, ...]) -> _Slot:
-        slot = self._slots[key] = _Slot(stored=_as_stored(stored))
+    def _promote(self, key: str, stored: Entry) -> _Slot:
+        slot = self._slots[key] = _Slot(stored=as_stored(stored))
         return slot
 
     def _slot(self, key: str) -> _Slot:
@@ -347,8 +342,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 raise NoEnvironmentError(
                     "<memory>", "this environment lives in memory only; nothing to commit to"
                 )
-            with journal.locked():
-                self._absorb(journal.read_new())
+            journal.lock()
+            try:
+                update = journal.read_new()
+                if update is not None:
+                    self._absorb(update)
                 data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
                 changed = set(data)
                 if before is not None:
@@ -367,17 +365,22 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 self._touched.clear()
                 self._deleted.clear()
                 self._steps_dirty.clear()
-                if (not sync and journal.durable) or self._upkeep_held:
-                    return changed
-                moved = journal.upkeep(self._snapshot)
-                if moved is not None:
-                    for key, item in moved.items():
-                        current = self._slots[key]
-                        if isinstance(current, _Slot):
-                            current.stored = item
-                        else:
-                            self._slots[key] = item
+                if (sync or not journal.durable) and not self._upkeep_held:
+                    self._upkeep(journal)
+            finally:
+                journal.unlock()
             return changed
+
+    def _upkeep(self, journal: Journal) -> None:
+        """Let the journal compact or write its index cache (lock held, all synced)."""
+        moved = journal.upkeep()
+        if moved:
+            for key, item in moved.items():
+                current = self._slots.get(key)
+                if isinstance(current, _Slot):
+                    current.stored = item
+                elif current is not None:
+                    self._slots[key] = item
 
     def _view(self) -> Environment:
         """A private copy of the committed state for one step of a run.
@@ -395,13 +398,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 for key, found in self._slots.items()
                 if (stored := _stored_form(found)) is not None
             }
-            view._steps = dict(self._steps)
+            view._steps = self._steps.copy()
             return view
-
-    def _snapshot(self) -> tuple[dict[str, Stored], dict[str, dict[str, Any]]]:
-        """The whole committed state, for the journal's upkeep."""
-        data = {key: stored for key, slot in self._slots.items() if (stored := _stored_form(slot))}
-        return data, {name: record.to_state() for name, record in self._steps.items()}
 
     def _collect(
         self, *, skip_unpicklable: bool
@@ -434,11 +432,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def _absorb(self, update: Update) -> None:  # noqa: C901, PLR0912 - one case per kind of change
         """Take in other processes' commits; our uncommitted changes win."""
         if update.full and not self._slots and not self._steps:
-            # A first load: nothing of ours to reconcile.
-            self._slots = {key: item for key, item in update.data.items() if item is not None}
-            self._steps = {
-                name: StepRecord.from_state(state) for name, state in update.steps.items() if state
-            }
+            # A first load: nothing of ours to reconcile. (A full update holds
+            # no deletions, and its dicts are ours to keep.)
+            self._slots = cast("dict[str, _Slot | Entry]", update.data)
+            # Records stay in their stored form until used.
+            self._steps = StepRecords(cast("dict[str, StepRecord | StoredState]", update.steps))
             return
         mine = self._assigned | self._deleted
         if update.full:
@@ -455,7 +453,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 del self._steps[name]
         for key, item in update.data.items():
             slot = self._slots.get(key)
-            stored = None if item is None else _as_stored(item)
+            stored = None if item is None else as_stored(item)
             if key in mine:
                 # Our change wins, but compare it with the latest stored form:
                 # assigning back the value another process replaced is a change.
@@ -481,7 +479,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             if state is None:
                 self._steps.pop(name, None)
             else:
-                self._steps[name] = StepRecord.from_state(state)
+                self._steps.put_state(name, state)
 
     def _mutated(self, key: str, slot: _Slot) -> bool:
         try:
@@ -493,9 +491,15 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def refresh(self) -> None:
         """Take in what other processes committed since this environment was loaded."""
         with self._lock:
-            if self._journal is not None:
-                with self._journal.locked():
-                    self._absorb(self._journal.read_new())
+            journal = self._journal
+            if journal is not None:
+                journal.lock()
+                try:
+                    update = journal.read_new()
+                    if update is not None:
+                        self._absorb(update)
+                finally:
+                    journal.unlock()
 
     # -- whole-environment operations -------------------------------------
 
@@ -523,7 +527,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         prefix = f"{name}["
         with self._lock:
             found = sorted(
-                (n, r) for n, r in self._steps.items()
+                (n, r)
+                for n, r in self._steps.items()
                 if (n == name or n.startswith(prefix)) and r.status is Status.DONE
             )
         return {n: record.result for n, record in found}
@@ -547,7 +552,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         """One self-contained pickle of the whole environment (data and step records)."""
         with self._lock:
             data = {key: self.pickled(key) for key in self._slots}
-            steps = {name: record.to_state() for name, record in self._steps.items()}
+            steps = {name: self._steps.state(name) for name in self._steps}
         return pickle.dumps(
             (_EXPORT_TAG, _EXPORT_VERSION, data, steps), protocol=pickle.HIGHEST_PROTOCOL
         )
@@ -583,7 +588,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                     from ._errors import UnknownStepError
 
                     raise UnknownStepError(task_name, self._steps)
-                state = self._steps[task_name].to_state()
+                state = self._steps.state(task_name)
             data = pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, None, {task_name: state}))
         _write_file_atomically(Path(path), data)
 
@@ -604,6 +609,16 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             path = Path(self["config_file"]).absolute()
             self["config"] = load_config(path)
             self["config_file"] = str(path)
+
+
+def _check_trusted(journal: Journal) -> None:
+    """Refuse an environment another user could have written: loading it unpickles."""
+    reason = untrusted_reason(journal.stat_dir())
+    if reason is not None:
+        raise UntrustedEnvironmentError(journal.opened_as, reason)
+    reason = untrusted_reason(journal.stat_journal())
+    if reason is not None:
+        raise UntrustedEnvironmentError(journal.opened_as / "env", reason)
 
 
 def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

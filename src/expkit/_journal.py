@@ -15,7 +15,11 @@ is one append and, when durable, one ``fdatasync``: a crash mid-append leaves
 a torn tail that fails its checksum and is ignored, then cut off by the next
 writer (under the lock, so never while another process appends).
 
-``env.index`` is a cache: the whole index as of some commit, rewritten now and
+The journal keeps the whole index in memory — each key's stored form, each
+step's stored record — as of the last commit it read or wrote, so that
+writing the index cache or compacting never has to ask anyone for the state.
+
+``env.index`` is a cache: that index as of some commit, rewritten now and
 then so that loading scans only the frames after it. It is validated against
 the journal and ignored when stale. When the journal grows past twice its live
 data, it is compacted into a fresh file: write, fsync, rename, fsync the
@@ -31,13 +35,22 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ._errors import CorruptEnvironmentError, EnvironmentExistsError, NoEnvironmentError
 
-__all__ = ["FORMAT_VERSION", "Journal", "Stored", "Update"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Entry",
+    "Journal",
+    "PackedState",
+    "Stored",
+    "Update",
+    "as_stored",
+    "unpacked",
+]
 
 FORMAT_VERSION = 1
 JOURNAL_NAME = "env"
@@ -53,6 +66,8 @@ _FRAME_MAGIC = b"\xe5Xj\x01"
 _BLOB, _COMMIT = 1, 2
 _KINDS = (_BLOB, _COMMIT)
 _INDEX_MAGIC = b"EXPKITIX"
+_ANCHOR = 64
+_COMPACTION = "compaction"
 
 #: Values larger than this go to a blob frame of their own.
 BLOB_THRESHOLD = 64 * 1024
@@ -60,6 +75,10 @@ BLOB_THRESHOLD = 64 * 1024
 INDEX_EVERY = 4
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
+#: What a step record is guessed to take in the journal, for compaction's planning.
+_RECORD_GUESS = 512
+
+_DIGEST_SIZE = 16
 
 
 class Stored(NamedTuple):
@@ -83,16 +102,57 @@ class Stored(NamedTuple):
         """Builtins-only form, for the commit frame."""
         return (self.digest, self.inline, self.offset, self.length, self.crc)
 
+    def to_entry(self) -> Entry:
+        """The compact form the journal's index keeps (see :data:`Entry`)."""
+        if self.inline is not None:
+            return self.digest + self.inline
+        return (self.digest, None, self.offset, self.length, self.crc)
+
+
+#: A key's stored form as the index keeps it: for a value stored inline, its
+#: digest and pickled bytes run together (one object instead of six, so the
+#: index cache loads fast); for a blob, the fields of :class:`Stored`.
+Entry = bytes | tuple[Any, ...]
+
+#: A step record's stored form as the index cache keeps it: its status, and
+#: the pickle of its dict (see ``StepRecord.to_state``), unpickled only when
+#: the record is used. In a commit frame, a record is the dict itself.
+PackedState = tuple[str, bytes]
+
+
+def as_stored(entry: Entry) -> Stored:
+    """A key's :class:`Stored` from any of its forms (a commit frame's, the index's)."""
+    if isinstance(entry, bytes):
+        return Stored(entry[:_DIGEST_SIZE], entry[_DIGEST_SIZE:])
+    if isinstance(entry, Stored):
+        return entry
+    return Stored._make(entry)
+
+
+def _entry(item: tuple[Any, ...]) -> Entry:
+    """The index's form of a commit frame's entry."""
+    inline = item[1]
+    return item[0] + inline if inline is not None else item
+
+
+def _frame_item(entry: Entry) -> tuple[Any, ...]:
+    """A commit frame's form of an index entry."""
+    if isinstance(entry, bytes):
+        return (entry[:_DIGEST_SIZE], entry[_DIGEST_SIZE:], 0, 0, 0)
+    return entry
+
 
 @dataclasses.dataclass(slots=True)
 class Update:
     """What the commits read since the last look changed (later commits win)."""
 
-    #: Stored forms; from the index cache they are bare tuples (see Stored).
-    data: dict[str, tuple[Any, ...] | None] = dataclasses.field(default_factory=dict)
-    steps: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
-    #: The journal was replaced (compacted by another process): ``data`` and
-    #: ``steps`` hold the whole state, and what they lack was deleted.
+    #: Stored forms (see Entry and as_stored); ``None``: deleted.
+    data: dict[str, Entry | None] = dataclasses.field(default_factory=dict)
+    #: Step records in their stored forms (a dict, or a PackedState); ``None``: deleted.
+    steps: dict[str, dict[str, Any] | PackedState | None] = dataclasses.field(default_factory=dict)
+    #: The whole state, read afresh (a first load, or the journal was
+    #: replaced by another process's compaction): ``data`` and ``steps`` hold
+    #: everything, without deletions, and what they lack was deleted.
     full: bool = False
 
     def merge(self, other: Update) -> None:
@@ -105,16 +165,30 @@ class Update:
         self.steps.update(other.steps)
 
 
+_blake2b: Any = None
+
+
 def digest_of(data: bytes) -> bytes:
     """A 128-bit digest: tells whether a re-pickled value changed."""
-    import hashlib  # keep import expkit light
+    global _blake2b  # noqa: PLW0603 - hashlib is imported on first use, to keep import expkit light
+    if _blake2b is None:
+        import hashlib
 
-    return hashlib.blake2b(data, digest_size=16).digest()
+        _blake2b = hashlib.blake2b
+    digest: bytes = _blake2b(data, digest_size=16).digest()
+    return digest
 
 
 def _frame(kind: int, payload: bytes) -> bytes:
     head = _FRAME.pack(_FRAME_MAGIC, kind, len(payload), zlib.crc32(payload))
     return head + _CRC.pack(zlib.crc32(head)) + payload
+
+
+def _size_of(entry: Entry) -> int:
+    """Bytes of pickled data of a stored form."""
+    if isinstance(entry, bytes):
+        return len(entry) - _DIGEST_SIZE
+    return int(entry[3])
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -125,24 +199,64 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             view = view[written:]
 
 
-class Journal:
-    """One environment directory's journal, lock and index cache."""
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
+    for chunk in chunks:
+        written = os.pwrite(fd, chunk, offset)
+        if written < len(chunk):  # rare: a short write
+            view = memoryview(chunk)[written:]
+            offset += written
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        else:
+            offset += written
 
-    def __init__(self, dir_fd: int, path: Path, *, durable: bool) -> None:
+
+def _read_to_end(fd: int) -> bytes:
+    """A whole small file's bytes (a short read ends it; the caller checks a checksum)."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, _CHUNK)
+        chunks.append(chunk)
+        if len(chunk) < _CHUNK:
+            return chunk if len(chunks) == 1 else b"".join(chunks)
+
+
+class Journal:
+    """One environment directory's journal, lock and index.
+
+    Reading and writing happen with the lock held (:meth:`lock`, or
+    :meth:`locked`); within one hold, :meth:`read_new` comes before
+    :meth:`append`.
+    """
+
+    def __init__(self, dir_fd: int, where: str, *, durable: bool) -> None:
         self._dir_fd = dir_fd
-        self._path = path
+        self._where = where
         self.durable = durable
+        self._lock_fd = -1
+        self._fd = -1
+        self._ino = -1
         self._lock_fd = os.open(
             LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
         )
-        self._fd = -1
-        self._ino = -1
         #: End of the last valid commit we have read (or written).
         self._end = 0
+        #: The file's size as seen in this lock hold (-1: not seen yet).
+        self._size = -1
+        #: Whether the index below reflects the journal up to ``_end``.
+        self._loaded = False
+        #: The index: each live key's stored form, each step's stored record.
+        self._data: dict[str, Entry] = {}
+        self._states: dict[str, dict[str, Any] | PackedState] = {}
+        #: Bytes of pickled data of the live keys.
+        self._live = 0
+        #: Where the journal's compaction commit ends, if it starts with one:
+        #: what a compaction leaves, whatever the step records weigh.
+        self._compacted = 0
+        self._info: os.stat_result | None = None
         self._commits_since_index = 0
-        #: Compact when the journal grows past this (twice its live data, plus
-        #: slack); learnt at the first upkeep, which comes within INDEX_EVERY commits.
-        self._compact_at = 1 << 62
         self._unsynced = False
 
     # -- opening ---------------------------------------------------------
@@ -172,10 +286,10 @@ class Journal:
         if exists:
             os.close(dir_fd)
             raise EnvironmentExistsError(path)
-        journal = cls(dir_fd, path, durable=durable)
+        journal = cls(dir_fd, os.path.abspath(path), durable=durable)
         if durable:
             os.fsync(dir_fd)
-        journal._reopen()
+        journal._open_journal()
         return journal
 
     @classmethod
@@ -189,13 +303,36 @@ class Journal:
                 dir_fd = _open_dir(where)
         except (FileNotFoundError, NotADirectoryError):
             raise NoEnvironmentError(where) from None
-        path = Path(os.path.abspath(where))
+        where = where if os.path.isabs(where) else os.path.abspath(where)
         try:
-            os.stat(JOURNAL_NAME, dir_fd=dir_fd)
-            return cls(dir_fd, path, durable=durable)
-        except FileNotFoundError:
+            journal = cls(dir_fd, where, durable=durable)
+        except BaseException:
             os.close(dir_fd)
-            raise NoEnvironmentError(path) from None
+            raise
+        try:
+            journal._open_journal()
+        except FileNotFoundError:
+            journal.close()
+            raise NoEnvironmentError(where) from None
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    def _open_journal(self) -> None:
+        """Open the file named ``env`` now (replacing our descriptor of an older one)."""
+        fd = os.open(JOURNAL_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            info = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._ino = info.st_ino
+        self._size = info.st_size
+        self._info = info
 
     def close(self) -> None:
         """Release the file descriptors."""
@@ -205,6 +342,11 @@ class Journal:
                     os.close(fd)
         self._fd = self._lock_fd = self._dir_fd = -1
 
+    def __del__(self) -> None:
+        # The environment holding this journal is gone: give back its descriptors.
+        with contextlib.suppress(Exception):
+            self.close()
+
     # -- where -----------------------------------------------------------
 
     @property
@@ -213,8 +355,8 @@ class Journal:
         try:
             live = os.readlink(f"/proc/self/fd/{self._dir_fd}")
         except OSError:
-            return self._path
-        return self._path if live.endswith(" (deleted)") else Path(live)
+            return Path(self._where)
+        return Path(self._where if live.endswith(" (deleted)") else live)
 
     @property
     def path(self) -> Path:
@@ -224,15 +366,15 @@ class Journal:
     @property
     def opened_as(self) -> Path:
         """The directory's absolute path as given when it was opened."""
-        return self._path
+        return Path(self._where)
 
     def stat_dir(self) -> os.stat_result:
         """``stat`` of the environment directory."""
         return os.fstat(self._dir_fd)
 
     def stat_journal(self) -> os.stat_result:
-        """``stat`` of the journal file as it is named now."""
-        return os.stat(JOURNAL_NAME, dir_fd=self._dir_fd)
+        """``stat`` of the journal file as opened."""
+        return self._info if self._info is not None else os.fstat(self._fd)
 
     @property
     def size(self) -> int:
@@ -241,6 +383,15 @@ class Journal:
 
     # -- locking ---------------------------------------------------------
 
+    def lock(self) -> None:
+        """Take the environment's file lock (see :meth:`locked`)."""
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`lock`."""
+        self._size = -1  # others may write as soon as it is released
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the environment's file lock.
@@ -248,21 +399,41 @@ class Journal:
         The lock is a kernel lock (``flock``): it is released when its holder
         dies, however it dies, so a killed process never leaves a stale lock.
         """
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.lock()
         try:
             yield
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self.unlock()
 
     # -- reading ---------------------------------------------------------
 
-    def _reopen(self) -> None:
-        fd = os.open(JOURNAL_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=self._dir_fd)
-        if self._fd >= 0:
-            os.close(self._fd)
-        self._fd = fd
-        self._ino = os.fstat(fd).st_ino
-        head = os.pread(fd, len(_HEADER), 0)
+    def read_new(self) -> Update | None:
+        """What the commits made since the last call changed, or ``None`` (lock held)."""
+        info = os.stat(JOURNAL_NAME, dir_fd=self._dir_fd)
+        if info.st_ino != self._ino or self._fd < 0:
+            # Replaced by another process's compaction (or never opened): read it afresh.
+            self._open_journal()
+            return self._read_all()
+        size = self._size = info.st_size  # the same file: its size
+        if not self._loaded:
+            return self._read_all()
+        if size == self._end:
+            return None
+        if size < self._end:
+            raise CorruptEnvironmentError(self.path, f"the journal shrank to {size} bytes", size)
+        update = Update()
+        try:
+            self._scan(update, self._end, size)
+        except BaseException:
+            # The index may hold part of what this update was to report: the
+            # next look reads everything again rather than trust it.
+            self._loaded = False
+            raise
+        return update if update.data or update.steps else None
+
+    def _read_all(self) -> Update:
+        """The whole state: from the index cache when it is valid, else from the start."""
+        head = os.pread(self._fd, len(_HEADER), 0)
         if head[:8] != _HEADER_PREFIX:
             raise CorruptEnvironmentError(self.path, "not an expkit journal (bad header)", 0)
         if len(head) < len(_HEADER):
@@ -274,26 +445,24 @@ class Journal:
                 f"format version {version}; this expkit reads version {FORMAT_VERSION} "
                 "— use the expkit version that wrote it",
             )
+        self._loaded = False
+        self._data, self._states, self._live, self._compacted = {}, {}, 0, 0
         self._end = len(_HEADER)
+        self._commits_since_index = 0
+        tail = self._read_index()
+        if self._size > self._end:
+            self._scan(Update(), self._end, self._size, tail or b"")
+        self._loaded = True
+        data: dict[str, Entry | None] = dict(self._data)
+        steps: dict[str, dict[str, Any] | PackedState | None] = dict(self._states)
+        return Update(data, steps, full=True)
 
-    def read_new(self) -> Update:
-        """Read the commits made since the last call (call with the lock held)."""
-        if self._fd < 0 or os.stat(JOURNAL_NAME, dir_fd=self._dir_fd).st_ino != self._ino:
-            self._reopen()
-            update = self._read_index() or Update()
-            update.full = True
-        else:
-            update = Update()
-        size = os.fstat(self._fd).st_size
-        if size < self._end:
-            raise CorruptEnvironmentError(self.path, f"the journal shrank to {size} bytes", size)
-        if size > self._end:
-            update.merge(self._scan(self._end, size))
-        return update
+    def _scan(self, update: Update, start: int, end: int, buf: bytes = b"") -> None:
+        """Apply the commits in ``[start, end)`` to the index and to ``update``.
 
-    def _scan(self, start: int, end: int) -> Update:
-        update = Update()
-        buf, buf_at = b"", start
+        ``buf``, if given, holds the journal's bytes from ``start`` on.
+        """
+        buf_at = start
         pos = start
         while pos < end:
             if not (buf_at <= pos and pos + _FRAME_SIZE <= buf_at + len(buf)):
@@ -311,11 +480,45 @@ class Journal:
                 if zlib.crc32(payload) != crc:
                     self._check_torn(pos, end)
                     break
-                _apply_commit(update, payload, self, pos)
+                self._apply_commit(update, payload, pos)
                 self._end = body + length
                 self._commits_since_index += 1
             pos = body + length
-        return update
+
+    def _apply_commit(self, update: Update, payload: bytes, offset: int) -> None:
+        try:
+            entries, steps, label = pickle.loads(payload)  # builtins only, checksummed
+            if label == _COMPACTION and self._end == len(_HEADER):
+                # The file's first commit: it was made by a compaction.
+                self._compacted = offset + _FRAME_SIZE + len(payload)
+            data, changes, live = self._data, update.data, self._live
+            for key, item in entries.items():
+                old = data.get(key)
+                if old is not None:
+                    live -= _size_of(old)
+                if item is None:
+                    if old is not None:
+                        del data[key]
+                    changes[key] = None
+                else:
+                    entry = changes[key] = data[key] = _entry(item)
+                    live += _size_of(entry)
+            self._live = live
+            self._put_states(steps)
+            update.steps.update(steps)
+        except Exception as error:  # a checksummed frame that still fails is corruption
+            raise CorruptEnvironmentError(
+                self.path, f"unreadable commit ({error!r})", offset
+            ) from error
+
+    def _put_states(self, steps: dict[str, dict[str, Any] | None]) -> None:
+        # A frame's records are dicts; they are packed when the index is written.
+        states = self._states
+        for name, state in steps.items():
+            if state is None:
+                states.pop(name, None)
+            else:
+                states[name] = state
 
     def _check_torn(self, bad: int, end: int) -> None:
         """A bad frame is a torn tail unless a valid commit follows it."""
@@ -353,8 +556,9 @@ class Journal:
         *,
         sync: bool,
     ) -> dict[str, Stored]:
-        """Append one commit (call with the lock held, after :meth:`read_new`)."""
-        if os.fstat(self._fd).st_size != self._end:
+        """Append one commit (lock held, after :meth:`read_new`); the values' stored forms."""
+        size = self._size if self._size >= 0 else os.fstat(self._fd).st_size
+        if size != self._end:
             # A torn tail left by a writer that died: cut it so our frames
             # follow the last valid commit directly.
             os.ftruncate(self._fd, self._end)
@@ -378,11 +582,25 @@ class Journal:
             entries[key] = item.to_tuple()
         payload = pickle.dumps((entries, steps, label), protocol=pickle.HIGHEST_PROTOCOL)
         chunks.append(_frame(_COMMIT, payload))
-        os.lseek(self._fd, self._end, os.SEEK_SET)
-        _write_all(self._fd, chunks)
-        self._end = pos + _FRAME_SIZE + len(payload)
+        self._size = -1  # unknown until the write is whole
+        _pwrite_all(self._fd, chunks, self._end)
+        self._end = self._size = pos + _FRAME_SIZE + len(payload)
         self._commits_since_index += 1
         self._unsynced = True
+        # The index follows the file only once the write succeeded.
+        index, live = self._data, self._live
+        for key, raw in data.items():
+            old = index.get(key)
+            if old is not None:
+                live -= _size_of(old)
+            if raw is None:
+                if old is not None:
+                    del index[key]
+            else:
+                entry = index[key] = stored[key].to_entry()
+                live += _size_of(entry)
+        self._live = live
+        self._put_states(steps)
         if sync:
             self.sync()
         return stored
@@ -395,32 +613,19 @@ class Journal:
 
     # -- upkeep ----------------------------------------------------------
 
-    def upkeep(
-        self, snapshot: Callable[[], tuple[dict[str, Stored], dict[str, dict[str, Any]]]]
-    ) -> dict[str, Stored] | None:
+    def upkeep(self) -> dict[str, Stored] | None:
         """Compact, or refresh the index cache, when due (lock held, all synced).
 
-        ``snapshot()`` gives the whole live state; it is called only when some
-        upkeep is due, so a commit's cost stays independent of the state's size.
-        Returns the values' new places after a compaction, else ``None``.
+        Returns the blobs' new places after a compaction, else ``None``.
         """
-        if self._end <= self._compact_at and self._commits_since_index < INDEX_EVERY:
-            return None
-        data, steps = snapshot()
-        self._plan_compaction(data, steps)
-        if self._end > self._compact_at:
-            return self._compact(data, steps)
+        live = len(_HEADER) + self._live + _RECORD_GUESS * len(self._states)
+        if self._end > 2 * max(live, self._compacted) + _COMPACT_SLACK:
+            return self._compact()
         if self._commits_since_index >= INDEX_EVERY:
-            self._write_index(data, steps)
+            self._write_index()
         return None
 
-    def _plan_compaction(self, data: Mapping[str, Stored | None], steps: Mapping[str, Any]) -> None:
-        live = len(_HEADER) + sum(item.size for item in data.values() if item) + 512 * len(steps)
-        self._compact_at = 2 * live + _COMPACT_SLACK
-
-    def _compact(
-        self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]
-    ) -> dict[str, Stored]:
+    def _compact(self) -> dict[str, Stored]:
         tmp = f"{JOURNAL_NAME}.compact-{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
@@ -428,18 +633,23 @@ class Journal:
         try:
             chunks = [_HEADER]
             pos = len(_HEADER)
+            index: dict[str, Entry] = {}
+            items: dict[str, tuple[Any, ...]] = {}
             moved: dict[str, Stored] = {}
-            for key, item in data.items():
-                if item.inline is None:
-                    # Blobs are copied as they are: never unpickled, never re-checked here.
-                    raw = os.pread(self._fd, item.length, item.offset)
-                    head = _FRAME.pack(_FRAME_MAGIC, _BLOB, item.length, item.crc)
-                    chunks += [head + _CRC.pack(zlib.crc32(head)), raw]
-                    item = item._replace(offset=pos + _FRAME_SIZE)  # noqa: PLW2901
-                    pos += _FRAME_SIZE + item.length
-                moved[key] = item
-            entries = {key: item.to_tuple() for key, item in moved.items()}
-            payload = pickle.dumps((entries, steps, "compaction"), protocol=pickle.HIGHEST_PROTOCOL)
+            for key, entry in self._data.items():
+                if isinstance(entry, bytes):
+                    index[key], items[key] = entry, _frame_item(entry)
+                    continue
+                # Blobs are copied as they are: never unpickled, never re-checked here.
+                digest, _, offset, length, crc = entry
+                raw = os.pread(self._fd, length, offset)
+                head = _FRAME.pack(_FRAME_MAGIC, _BLOB, length, crc)
+                chunks += [head + _CRC.pack(zlib.crc32(head)), raw]
+                blob = moved[key] = Stored(digest, None, pos + _FRAME_SIZE, length, crc)
+                index[key] = items[key] = blob.to_tuple()
+                pos += _FRAME_SIZE + length
+            states = {name: unpacked(state) for name, state in self._states.items()}
+            payload = pickle.dumps((items, states, _COMPACTION), protocol=pickle.HIGHEST_PROTOCOL)
             chunks.append(_frame(_COMMIT, payload))
             _write_all(fd, chunks)
             # fsync before rename, or a crash could leave an empty file under the final name.
@@ -452,19 +662,24 @@ class Journal:
             os.fsync(self._dir_fd)  # make the rename itself durable
         with contextlib.suppress(FileNotFoundError):
             os.unlink(INDEX_NAME, dir_fd=self._dir_fd)
-        self._reopen()
-        self._end = pos + _FRAME_SIZE + len(payload)
+        self._open_journal()
+        self._data = index
+        self._end = self._size = self._compacted = pos + _FRAME_SIZE + len(payload)
         self._commits_since_index = 0
         return moved
 
-    def _write_index(self, data: dict[str, Stored], steps: dict[str, dict[str, Any]]) -> None:
+    def _write_index(self) -> None:
         # The index is a cache, rewritten in place and never fsynced: it is only
         # read and written under the lock, and one torn by a crash fails its
         # checksum, so loading falls back to scanning the journal.
         anchor = _anchor(self._fd, self._end)
-        entries = {key: item.to_tuple() for key, item in data.items()}
+        states = self._states
+        for name, state in states.items():
+            if isinstance(state, dict):  # packed once, kept packed
+                states[name] = _pack(state)
         body = pickle.dumps(
-            (self._ino, self._end, anchor, entries, steps), protocol=pickle.HIGHEST_PROTOCOL
+            (self._ino, self._end, self._live, self._compacted, anchor, self._data, self._states),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
         blob = _INDEX_MAGIC + _CRC.pack(zlib.crc32(body)) + body
         fd = os.open(
@@ -477,33 +692,62 @@ class Journal:
             os.close(fd)
         self._commits_since_index = 0
 
-    def _read_index(self) -> Update | None:
+    def _read_index(self) -> bytes | None:
+        """Take the index cache if it fits the journal; the journal's bytes after it."""
         try:
             fd = os.open(INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
         except FileNotFoundError:
             return None
         try:
-            raw = os.read(fd, os.fstat(fd).st_size)
+            raw = _read_to_end(fd)
         finally:
             os.close(fd)
-        body = raw[len(_INDEX_MAGIC) + _CRC.size :]
-        if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(
-            body
-        ):
+        index = _decode_index(raw)
+        if index is None:
             return None
-        try:
-            ino, end, anchor, entries, steps = pickle.loads(body)  # builtins, checksummed
-        except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
+        ino, end, live, compacted, anchor, entries, steps = index
+        if ino != self._ino or not len(_HEADER) <= end <= self._size:
             return None
-        if ino != self._ino or os.fstat(self._fd).st_size < end or _anchor(self._fd, end) != anchor:
+        # One read: the anchor (the bytes just before the index's end) and what follows.
+        start = max(0, end - _ANCHOR)
+        tail = os.pread(self._fd, min(self._size - start, end - start + _CHUNK), start)
+        if tail[: end - start] != anchor:
             return None
-        self._end = end
-        return Update(data=entries, steps=steps)
+        self._data, self._states, self._live, self._end = entries, steps, live, end
+        self._compacted = compacted
+        return tail[end - start :]
+
+
+def _decode_index(raw: bytes) -> tuple[Any, ...] | None:
+    """What an index cache's bytes hold, or ``None`` if they fail their checksum."""
+    body = raw[len(_INDEX_MAGIC) + _CRC.size :]
+    if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(body):
+        return None
+    try:
+        index: tuple[Any, ...] = pickle.loads(body)  # builtins, written by us, checksummed
+        _ino, _end, _live, _compacted, _anchor, entries, steps = index
+    except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
+        return None
+    if not isinstance(entries, dict) or not isinstance(steps, dict):
+        return None
+    return index
+
+
+def _pack(state: dict[str, Any]) -> PackedState:
+    return (state["status"], pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def unpacked(state: dict[str, Any] | PackedState) -> dict[str, Any]:
+    """A step record's stored form as a dict (unpickled from the index's packed form)."""
+    if isinstance(state, tuple):
+        unpacked: dict[str, Any] = pickle.loads(state[1])  # builtins, written by us, checksummed
+        return unpacked
+    return state
 
 
 def _anchor(fd: int, end: int) -> bytes:
     """The bytes just before ``end``: ties an index cache to one journal state."""
-    start = max(0, end - 64)
+    start = max(0, end - _ANCHOR)
     return os.pread(fd, end - start, start)
 
 
@@ -521,15 +765,3 @@ def _parse_header(buf: bytes, at: int) -> tuple[int, int, int] | None:
     if _CRC.unpack_from(buf, at + _FRAME.size)[0] != zlib.crc32(buf[at : at + _FRAME.size]):
         return None
     return kind, length, crc
-
-
-def _apply_commit(update: Update, payload: bytes, journal: Journal, offset: int) -> None:
-    try:
-        entries, steps, _label = pickle.loads(payload)  # builtins only, checksummed
-        for key, value in entries.items():
-            update.data[key] = value
-        update.steps.update(steps)
-    except Exception as error:  # a checksummed frame that still fails is corruption
-        raise CorruptEnvironmentError(
-            journal.path, f"unreadable commit ({error!r})", offset
-        ) from error

@@ -16,6 +16,7 @@ __all__ = [
     "durable_default",
     "repoint",
     "timestamp_name",
+    "untrusted_reason",
 ]
 
 CURRENT_LINK = Path("current")
@@ -64,9 +65,18 @@ def repoint(link: Path, target: Path) -> None:
 
 def check_trusted(path: Path, info: os.stat_result) -> None:
     """Refuse what another user owns or others may write: unpickling runs code."""
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise UntrustedEnvironmentError(path, f"it is owned by uid {info.st_uid}, not by you")
+    reason = untrusted_reason(info)
+    if reason is not None:
+        raise UntrustedEnvironmentError(path, reason)
+
+
+def untrusted_reason(info: os.stat_result) -> str | None:
+    """Why a file or directory with this ``stat`` must not be trusted, or ``None``."""
+    if _getuid is not None and info.st_uid != _getuid():
+        return f"it is owned by uid {info.st_uid}, not by you"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UntrustedEnvironmentError(
-            path, f"it is writable by group or others (mode {stat.filemode(info.st_mode)})"
-        )
+        return f"it is writable by group or others (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+_getuid = getattr(os, "getuid", None)

@@ -93,6 +93,8 @@ class StoredResult:
 
 
 _NO_RESULT = StoredResult(pickle.dumps(None))
+_EMPTY_PARAMS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
+_STATUSES = {status.value: status for status in Status}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,7 +128,10 @@ class StepRecord:
 
     def replace(self, **changes: Any) -> StepRecord:
         """A copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
+        # dataclasses.replace, without its per-call inspection of the fields.
+        fields = {name: getattr(self, name) for name in _FIELD_NAMES}
+        fields.update(changes)
+        return StepRecord(**fields)
 
     # The stored form holds only builtins, so a record always loads even when
     # a user class inside its result no longer unpickles.
@@ -138,9 +143,13 @@ class StepRecord:
             "attempts": self.attempts,
             "started": _ts(self.started),
             "ended": _ts(self.ended),
-            "error": dataclasses.astuple(self.error) if self.error else None,
+            "error": (self.error.type, self.error.message, self.error.traceback)
+            if self.error
+            else None,
             "result": self.stored_result.data,
-            "params": pickle.dumps(self.params, protocol=pickle.HIGHEST_PROTOCOL),
+            "params": pickle.dumps(self.params, protocol=pickle.HIGHEST_PROTOCOL)
+            if self.params
+            else _EMPTY_PARAMS,
             "fingerprint": self.fingerprint,
             "reads": sorted(self.reads),
             "writes": sorted(self.writes),
@@ -153,13 +162,18 @@ class StepRecord:
     def from_state(cls, state: dict[str, Any]) -> StepRecord:
         """Inverse of :meth:`to_state`."""
         owner = state["owner"]
-        try:
-            params = pickle.loads(state["params"])  # trust checked at load
-        except Exception:  # noqa: BLE001 - a bad param pickle must not hide the record
-            params = {}
+        raw = state["params"]
+        if raw == _EMPTY_PARAMS:
+            params: dict[str, Any] = {}
+        else:
+            try:
+                params = pickle.loads(raw)  # trust checked at load
+            except Exception:  # noqa: BLE001 - a bad param pickle must not hide the record
+                params = {}
+        status = state["status"]
         return cls(
             name=state["name"],
-            status=Status(state["status"]),
+            status=_STATUSES.get(status) or Status(status),
             attempts=state["attempts"],
             started=_dt(state["started"]),
             ended=_dt(state["ended"]),
@@ -171,6 +185,9 @@ class StepRecord:
             writes=frozenset(state["writes"]),
             owner=Owner(owner[0], owner[1], _dt(owner[2])) if owner else None,
         )
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(StepRecord))
 
 
 def _ts(moment: datetime | None) -> float | None:

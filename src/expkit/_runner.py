@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import pickle
 import time
+import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,52 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: A step whose parameters all may be given by keyword: their names (``env``
+#: aside) and, in order, each name with its default.
+_KeywordPlan = tuple[frozenset[str], tuple[tuple[str, Any], ...]]
+_KEYWORD_PLANS: weakref.WeakKeyDictionary[Task[Any, Any], _KeywordPlan | None] = (
+    weakref.WeakKeyDictionary()
+)
+_BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _keyword_plan(step: Task[Any, Any]) -> _KeywordPlan | None:
+    try:
+        return _KEYWORD_PLANS[step]
+    except KeyError:
+        pass
+    parameters = step.signature.parameters.values()
+    plan = None
+    if all(parameter.kind in _BY_KEYWORD for parameter in parameters):
+        order = tuple((p.name, p.default) for p in parameters if p.name != "env")
+        plan = (frozenset(name for name, _ in order), order)
+    _KEYWORD_PLANS[step] = plan
+    return plan
+
+
 def bound_params(
     step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The step's arguments by name, defaults applied, ``env`` left out."""
+    plan = None if args else _keyword_plan(step)
+    if plan is not None and plan[0].issuperset(kwargs):
+        # Keywords only, all known: what bind_partial and apply_defaults give, faster.
+        empty = inspect.Parameter.empty
+        params = {
+            name: kwargs.get(name, default)
+            for name, default in plan[1]
+            if name in kwargs or default is not empty
+        }
+    else:
+        params = _bind(step, args, kwargs)
+    try:
+        pickle.dumps(params)
+    except Exception:  # noqa: BLE001 - params are recorded; unpicklable ones as their repr
+        params = {key: repr(value) for key, value in params.items()}
+    return params
+
+
+def _bind(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     try:
         bound = step.signature.bind_partial(*args, **kwargs)
     except TypeError as error:
@@ -48,10 +91,6 @@ def bound_params(
             params.update({k: v for k, v in value.items() if k != "env"})
         else:
             params[name] = value
-    try:
-        pickle.dumps(params)
-    except Exception:  # noqa: BLE001 - params are recorded; unpicklable ones as their repr
-        params = {key: repr(value) for key, value in params.items()}
     return params
 
 
@@ -70,12 +109,11 @@ def run_direct(
         missing = [req.name for req in step.requires if not step_done(env, req)]
         if missing:
             raise PrerequisiteError(name, missing)
-        previous = env._steps.get(name)  # noqa: SLF001 - the runner is the environment's partner
-        owner = (
-            previous.owner if previous is not None and previous.status is Status.RUNNING else None
-        )
-        if owner is not None and is_alive(owner):
-            raise StepRunningError(name, owner.host, owner.pid)
+        records = env._steps  # noqa: SLF001 - the runner is the environment's partner
+        if records.status(name) is Status.RUNNING:
+            owner = records[name].owner
+            if owner is not None and is_alive(owner):
+                raise StepRunningError(name, owner.host, owner.pid)
         env._put_record(  # noqa: SLF001
             StepRecord(
                 name=name,
@@ -120,9 +158,12 @@ def _attempt(
     step: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], attempts: list[int]
 ) -> Any:
     """Call the step's function, retrying on exceptions; ``attempts[0]`` counts the calls."""
+    timeout = step.options.timeout
     while True:
         try:
-            with deadline(step.options.timeout, step.name):
+            if timeout is None:
+                return step.fn(*args, **kwargs)
+            with deadline(timeout, step.name):
                 return step.fn(*args, **kwargs)
         except Exception:
             if attempts[0] > step.options.retries:

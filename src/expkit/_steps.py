@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._records import StepRecord
 from ._status import Status
 
-__all__ = ["StepsMixin", "step_name"]
+__all__ = ["StepRecords", "StepsMixin", "StoredState", "step_name"]
+
+#: A step record's stored form: a dict of builtins (``StepRecord.to_state``),
+#: or, from the index cache, its status and the pickle of that dict.
+StoredState = dict[str, Any] | tuple[str, bytes]
 
 
 class _Named(Protocol):
@@ -34,11 +39,98 @@ def _as_datetime(moment: datetime | float | None) -> datetime | None:
     return datetime.fromtimestamp(moment, tz=timezone.utc)
 
 
+_BY_VALUE = {status.value: status for status in Status}
+
+
+def _state(stored: StoredState) -> dict[str, Any]:
+    if isinstance(stored, tuple):
+        state: dict[str, Any] = pickle.loads(stored[1])  # builtins; trust checked at load
+        return state
+    return stored
+
+
+def _status(stored: StoredState) -> Status:
+    value = stored[0] if isinstance(stored, tuple) else stored["status"]
+    return _BY_VALUE.get(value) or Status(value)
+
+
+class StepRecords(MutableMapping[str, StepRecord]):
+    """Step records by name; one read from the journal is decoded on first use.
+
+    Loading keeps each record in its stored form (see StoredState): a step
+    run on an environment of many records decodes only the few it uses.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: dict[str, StepRecord | StoredState] | None = None) -> None:
+        self._items: dict[str, StepRecord | StoredState] = {} if items is None else items
+
+    def __getitem__(self, name: str) -> StepRecord:
+        item = self._items[name]
+        if not isinstance(item, StepRecord):
+            item = self._items[name] = StepRecord.from_state(_state(item))
+        return item
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The record of step ``name`` (decoded now if needed), or ``default``."""
+        item = self._items.get(name)
+        if item is None:
+            return default
+        if not isinstance(item, StepRecord):
+            item = self._items[name] = StepRecord.from_state(_state(item))
+        return item
+
+    def __setitem__(self, name: str, record: StepRecord) -> None:
+        self._items[name] = record
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_state(self, name: str, state: StoredState) -> None:
+        """Keep a record in its stored form, to decode when first used."""
+        self._items[name] = state
+
+    def state(self, name: str) -> dict[str, Any]:
+        """A record's stored form as a dict (see :meth:`StepRecord.to_state`)."""
+        item = self._items[name]
+        return item.to_state() if isinstance(item, StepRecord) else _state(item)
+
+    def status(self, name: str) -> Status | None:
+        """A record's status without decoding the rest of it, or ``None`` when unrecorded."""
+        item = self._items.get(name)
+        if item is None:
+            return None
+        return item.status if isinstance(item, StepRecord) else _status(item)
+
+    def running(self) -> list[StepRecord]:
+        """The RUNNING records (only those are decoded)."""
+        running = Status.RUNNING
+        return [
+            self[name]
+            for name, item in self._items.items()
+            if (item.status if isinstance(item, StepRecord) else _status(item)) is running
+        ]
+
+    def copy(self) -> StepRecords:
+        """A shallow copy (records are immutable, stored forms never changed)."""
+        return StepRecords(dict(self._items))
+
+
 class StepsMixin:
     """Status, clocks and records of steps, kept beside the data."""
 
     _lock: threading.RLock
-    _steps: dict[str, StepRecord]
+    _steps: StepRecords
     _steps_dirty: set[str]
 
     @property
@@ -59,8 +151,8 @@ class StepsMixin:
     def get_status(self, step: str | _Named) -> Status:
         """The step's status; PENDING if never recorded (reading records nothing)."""
         with self._lock:
-            record = self._steps.get(step_name(step))
-            return Status.PENDING if record is None else record.status
+            status = self._steps.status(step_name(step))
+            return Status.PENDING if status is None else status
 
     def set_status(self, step: str | _Named, status: Status) -> None:
         """Record a status (committed by the next ``dump()`` or step)."""

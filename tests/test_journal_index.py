@@ -1,0 +1,254 @@
+"""The journal's in-memory index and its cache on disk.
+
+What a handle keeps between commits must follow what other handles (other
+processes) commit meanwhile.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expkit import Environment, Owner, Status, StepRecord, task
+from expkit._journal import BLOB_THRESHOLD, INDEX_EVERY, Stored, as_stored
+from expkit._records import StoredResult
+from expkit._runner import _bind, bound_params
+from expkit._steps import StepRecords
+
+from .helpers import run_python
+
+
+def _index(path: Path) -> Path:
+    return path / "env.index"
+
+
+def _data(env: Environment) -> dict[str, Any]:
+    return {key: env[key] for key in env}
+
+
+class TestEntries:
+    """A key's stored form reads the same whatever form the index keeps it in."""
+
+    def test_compact_and_tuple_forms_agree(self) -> None:
+        """Inline and blob entries convert to and from the index's form losslessly."""
+        inline = Stored(b"d" * 16, b"pickled")
+        blob = Stored(b"e" * 16, None, 1234, 99, 7)
+        for stored in (inline, blob):
+            assert as_stored(stored.to_entry()) == stored
+            assert as_stored(stored.to_tuple()) == stored
+            assert as_stored(stored) is stored
+
+
+class TestOtherHandles:
+    """Two handles on one environment stand for two processes: each has its own journal."""
+
+    def test_commit_made_between_two_commits_is_seen(self) -> None:
+        """A handle's next commit reads what another committed since its last one."""
+        first = Environment.create(".", "e", symlink=False, durable=False)
+        first["a"] = 1
+        first.dump()
+        second = Environment.load("e")
+        second["b"] = 2
+        second.dump()
+        del second["a"]
+        second.dump()
+        first["c"] = 3
+        first.dump()
+        assert _data(first) == {"b": 2, "c": 3}
+        assert _data(Environment.load("e")) == {"b": 2, "c": 3}
+
+    def test_index_written_by_one_handle_holds_the_others_commits(self) -> None:
+        """The index cache a handle writes covers what other handles committed."""
+        first = Environment.create(".", "e", symlink=False, durable=False)
+        second = Environment.load("e")
+        for i in range(INDEX_EVERY * 3):
+            (first if i % 2 else second)[f"k{i}"] = i
+            (first if i % 2 else second).dump()
+        assert _index(Path("e")).exists()
+        expected = {f"k{i}": i for i in range(INDEX_EVERY * 3)}
+        first.refresh()
+        assert _data(first) == expected
+        assert _data(Environment.load("e")) == expected
+        assert run_python(
+            "from expkit import Environment\n"
+            "env = Environment.load('e')\n"
+            "print(sorted((k, env[k]) for k in env))\n"
+        ).stdout.strip() == str(sorted(expected.items()))
+
+    def test_compaction_keeps_what_other_handles_committed(self) -> None:
+        """A compaction writes the journal's whole state, including others' latest commits."""
+        first = Environment.create(".", "e", symlink=False, durable=False)
+        second = Environment.load("e")
+        second["theirs"] = "x" * (BLOB_THRESHOLD + 1)
+        second.set_done("their-step")
+        second.dump()
+        inode = os.stat("e/env").st_ino
+        for i in range(300):
+            first["churn"] = "y" * 2000 + str(i)
+            first.dump()
+            if i == 10:
+                second["late"] = [1, 2]
+                second.dump()
+        assert os.stat("e/env").st_ino != inode  # compacted
+        fresh = Environment.load("e")
+        assert fresh["theirs"] == "x" * (BLOB_THRESHOLD + 1)
+        assert fresh["late"] == [1, 2]
+        assert fresh["churn"].endswith("299")
+        assert fresh.is_done("their-step")
+        # And the handle that did not compact reopens the new journal and loses nothing.
+        second["after"] = True
+        second.dump()
+        assert _data(Environment.load("e")) == {**_data(fresh), "after": True}
+
+    def test_deletion_by_another_handle_reaches_the_index(self) -> None:
+        """A key another handle deleted stays deleted in the index this one writes."""
+        first = Environment.create(".", "e", symlink=False, durable=False)
+        first.update({"a": 1, "b": 2})
+        first.dump()
+        second = Environment.load("e")
+        del second["a"]
+        second.dump()
+        for i in range(INDEX_EVERY + 1):
+            first[f"k{i}"] = i
+            first.dump()
+        assert "a" not in Environment.load("e")
+
+
+class TestCompactionPlanning:
+    """Compaction plans from what it last left behind.
+
+    So heavy step records do not make it run at every commit of every fresh process.
+    """
+
+    def test_heavy_records_do_not_compact_at_each_load(self) -> None:
+        """Fresh handles committing to an environment of heavy records compact at most once."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        for i in range(40):
+            # A record with a large result, as a step would leave.
+            record = StepRecord(f"s{i}", Status.DONE, stored_result=StoredResult(b"r" * 20_000))
+            env._put_record(record)
+        env.dump()
+        for i in range(30):
+            env["churn"] = "z" * 1000 + str(i)
+            env.dump()
+        inodes = set()
+        for i in range(20):  # each commit from a fresh handle, as a direct call makes
+            other = Environment.load("e")
+            other["churn"] = str(i)
+            other.dump()
+            inodes.add(os.stat("e/env").st_ino)
+            del other
+        assert len(inodes) <= 2, "compacted again and again"
+        assert Environment.load("e").steps["s39"].stored_result.data == b"r" * 20_000
+
+
+class TestRecordsFromTheIndex:
+    """Records kept packed by the index cache decode to what was committed."""
+
+    def _env_with_index(self) -> Environment:
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        env._put_record(
+            StepRecord(
+                "running",
+                Status.RUNNING,
+                params={"p": 1},
+                owner=Owner("no-such-host-but-alive", 1, None),
+            )
+        )
+        env._put_record(StepRecord("dead", Status.RUNNING, owner=None))
+        env.set_done("done")
+        for i in range(INDEX_EVERY):
+            env[f"k{i}"] = i
+            env.dump()
+        assert _index(Path("e")).exists()
+        return env
+
+    def test_records_and_statuses_round_trip(self) -> None:
+        """Statuses, owners and params come back; a dead RUNNING owner becomes INTERRUPTED."""
+        original = self._env_with_index()
+        loaded = Environment.load("e")
+        assert loaded.get_status("done") is Status.DONE
+        assert loaded.get_status("running") is Status.RUNNING
+        # A RUNNING record without an owner is taken for a dead process's.
+        assert loaded.get_status("dead") is Status.INTERRUPTED
+        assert loaded.steps["running"] == original.steps["running"]
+        assert loaded.steps["running"].params == {"p": 1}
+
+    def test_packed_record_is_decoded_only_when_used(self) -> None:
+        """A record stays packed through a status query, and decodes when read."""
+        self._env_with_index()
+        loaded = Environment.load("e")
+        items = loaded._steps._items
+        assert not isinstance(items["done"], StepRecord)
+        assert loaded.is_done("done")
+        assert not isinstance(items["done"], StepRecord)  # a status needs no decoding
+        assert isinstance(loaded.steps["done"], StepRecord)
+
+    def test_export_of_packed_records(self, tmp_path: Path) -> None:
+        """Exports (``dumps``, ``to_file``) carry records still in their packed form."""
+        self._env_with_index()
+        loaded = Environment.load("e")
+        copy = Environment.loads(loaded.dumps())
+        assert copy.steps == loaded.steps
+        loaded.to_file(tmp_path / "one", task_name="done")
+        assert Environment.from_file(tmp_path / "one").is_done("done")
+
+
+class TestStepRecords:
+    """The lazy mapping of step records."""
+
+    def test_mapping_protocol_decodes(self) -> None:
+        """Every way in decodes to the same records; copies are independent."""
+        record = StepRecord("a", Status.FAILED, attempts=2)
+        records = StepRecords({"a": record.to_state(), "b": StepRecord("b")})
+        assert records.status("a") is Status.FAILED
+        assert records.status("missing") is None
+        assert records["a"] == record
+        assert dict(records) == {"a": record, "b": StepRecord("b")}
+        copy = records.copy()
+        del copy["a"]
+        assert "a" in records
+        assert "a" not in copy
+        assert records.state("a") == record.to_state()
+
+
+class TestBoundParams:
+    """The keyword fast path gives what ``inspect.Signature.bind_partial`` gives."""
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [((), {}), ((), {"a": 1}), ((), {"a": 1, "b": 3, "c": 4}), ((1,), {"c": 5}), ((1, 2), {})],
+    )
+    def test_same_as_bind_partial(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Same names, values and order, positional or keyword calls."""
+
+        @task
+        def step(env: Environment, a: int, b: int = 2, *, c: int = 3) -> None:
+            pass
+
+        assert bound_params(step, args, kwargs) == _bind(step, args, kwargs)
+        assert list(bound_params(step, args, kwargs)) == list(_bind(step, args, kwargs))
+
+    def test_unknown_keyword_still_raises(self) -> None:
+        """A keyword the step does not take is refused, naming the step."""
+
+        @task
+        def step(env: Environment, a: int = 1) -> None:
+            pass
+
+        with pytest.raises(TypeError, match="step 'step'"):
+            bound_params(step, (), {"nope": 1})
+
+    def test_var_keyword_takes_the_slow_path(self) -> None:
+        """``**kwargs`` steps record each extra keyword as a parameter."""
+
+        @task
+        def step(env: Environment, a: int = 1, **more: Any) -> None:
+            pass
+
+        assert bound_params(step, (), {"x": 2}) == {"a": 1, "x": 2}
+        assert "more" not in inspect.signature(step.fn).bind_partial().arguments
