@@ -26,6 +26,7 @@ _DIGITS = re.compile(r"([0-9]+)")
 _NAME = re.compile(r"[A-Za-z0-9_.:@-]+\Z")
 _RANGE = re.compile(r"([0-9]+)(?:-([0-9]+)(?:/([0-9]+))?)?\Z")
 _OPERATORS = ",!&^"
+_SYNTAX = re.compile(r"[\[\],!&^]")
 
 
 class NodeSetError(ExpkitError, ValueError):
@@ -90,7 +91,7 @@ class NodeSet:
             return False
         if item in self._names:
             return True
-        return any(char in item for char in "[]" + _OPERATORS) and _parse(item) <= self._names
+        return bool(_SYNTAX.search(item)) and _parse(item) <= self._names
 
     def _sorted(self) -> tuple[str, ...]:
         if self._ordered is None:
@@ -287,6 +288,8 @@ def _interleave(skeleton: tuple[str, ...], runs: list[str]) -> Iterator[str]:
 
 def _parse(text: str) -> frozenset[str]:
     """The names of a whole expression: patterns joined by operators, left to right."""
+    if not _SYNTAX.search(text):  # a plain name, the common case of a list of names
+        return _expand_pattern(text, text.strip())
     result: frozenset[str] = frozenset()
     operator = ","
     depth = 0
