@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._capture import capturing
 from ._errors import UnpicklableValueError
 from ._records import ErrorInfo, StoredResult
 from ._status import Status
@@ -65,7 +66,8 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
     status = Status.DONE
     error: BaseException | None = None
     result: bytes | None = None
-    with tracking(id(view)) as tracker:
+    # What the step prints or logs also goes to its log file (see _capture).
+    with tracking(id(view)) as tracker, capturing(job.name, view, job.attempt) as log:
         try:
             with deadline(job.timeout, job.name):
                 value = job.fn(**kwargs)
@@ -81,6 +83,8 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
                 error = UnpicklableValueError(
                     f"result of {job.name}", f"{type(raised).__name__}: {raised}"
                 )
+        if error is not None:
+            log.note_error(error)
     data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
     if failed and status is Status.DONE:
         status = Status.FAILED
