@@ -1,0 +1,52 @@
+"""What a run of :func:`expkit.make` reports as it goes, to ``make(on_event=...)``.
+
+The run's driver calls the observer in its own thread, in this order: a
+:class:`PlanReady` for each plan (a run makes more than one when a sweep's
+grid reads data that an earlier step of the same run makes), then a
+:class:`StepStarted` when a step is recorded RUNNING (again for each retry),
+and a :class:`StepFinished` when its outcome is committed — also for a step
+SKIPPED because a prerequisite failed, which never started. An observer that
+raises is reported on stderr and not called again: a display never stops a
+run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._plan import Plan
+    from ._report import StepOutcome
+
+__all__ = ["Event", "Observer", "PlanReady", "StepFinished", "StepStarted"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanReady:
+    """The plan a run is about to carry out: what runs, what is skipped, and why."""
+
+    plan: Plan
+    #: 0 for the run's first plan, then 1, 2... for the later waves.
+    wave: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepStarted:
+    """A step (or step instance) is recorded RUNNING and handed to the executor."""
+
+    name: str
+    #: 1 for the first attempt, 2 for the first retry...
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepFinished:
+    """A step's outcome is committed (DONE, FAILED, CANCELLED, SKIPPED...)."""
+
+    outcome: StepOutcome
+
+
+Event = PlanReady | StepStarted | StepFinished
+Observer = Callable[[Event], None]

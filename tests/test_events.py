@@ -1,0 +1,97 @@
+"""make(on_event=...): the plan, then each step as it starts and ends, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from expkit import Status, make, task
+from expkit._events import Event, PlanReady, StepFinished, StepStarted
+
+
+def _trace(events: list[Event]) -> list[str]:
+    out = []
+    for event in events:
+        if isinstance(event, PlanReady):
+            out.append(f"plan {len(event.plan.to_run)}")
+        elif isinstance(event, StepStarted):
+            out.append(f"start {event.name} {event.attempt}")
+        else:
+            out.append(f"end {event.outcome.name} {event.outcome.status.value}")
+    return out
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads"])
+def test_plan_then_each_step_started_and_finished(executor: str) -> None:
+    """The plan comes first; every step that runs starts before it ends; a skipped one only ends."""
+
+    @task
+    def provision(env: Any) -> None:
+        env["nodes"] = 2
+
+    @task(requires=[provision])
+    def deploy(env: Any) -> None:
+        raise ValueError("broken")
+
+    @task(requires=[deploy])
+    def bench(env: Any) -> None: ...
+
+    events: list[Event] = []
+    make(bench, env="e", new=True, executor=executor, check=False, on_event=events.append)
+    assert _trace(events) == [
+        "plan 3",
+        "start provision 1",
+        "end provision done",
+        "start deploy 1",
+        "end deploy failed",
+        "end bench skipped",
+    ]
+    finished = [e.outcome for e in events if isinstance(e, StepFinished)]
+    assert finished[1].error is not None
+    assert finished[1].error.message == "broken"
+    assert finished[2].reason == "upstream 'deploy' failed"
+
+
+def test_retries_start_again() -> None:
+    """Each attempt of a retried step is a start; it ends once."""
+    runs: list[int] = []
+
+    @task(retries=2)
+    def flaky(env: Any) -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("not yet")
+
+    events: list[Event] = []
+    make(flaky, env="e", new=True, on_event=events.append)
+    assert _trace(events) == [
+        "plan 1",
+        "start flaky 1",
+        "start flaky 2",
+        "start flaky 3",
+        "end flaky done",
+    ]
+
+
+def test_an_observer_that_raises_stops_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    """A failing observer is reported once and dropped; the run and its records go on."""
+    calls: list[Event] = []
+
+    def broken(event: Event) -> None:
+        calls.append(event)
+        raise RuntimeError("display bug")
+
+    @task
+    def one(env: Any) -> None:
+        env["one"] = 1
+
+    @task(requires=[one])
+    def two(env: Any) -> None:
+        env["two"] = 2
+
+    report = make(two, env="e", new=True, on_event=broken)
+    assert report.ok
+    assert report["two"].status is Status.DONE
+    assert len(calls) == 1
+    assert "display bug" in capsys.readouterr().err
