@@ -1,0 +1,216 @@
+"""Live progress of ``exp run``: the plan, then a line as each step starts and ends.
+
+On a terminal the lines are coloured and, while steps run in this process
+(sequential and threads executors), a live area below them shows each
+running step with its elapsed time and each sweep with a bar. Elsewhere
+(a pipe, a CI log, ``TERM=dumb``) the same lines are printed plain, one per
+event. Worker processes write their steps' output to the terminal
+themselves, so with them no live area is drawn that their output could
+break.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ._common import STATUS_STYLES, is_terminal
+
+if TYPE_CHECKING:
+    from expkit._events import Event, Observer
+    from expkit._plan import Plan, PlanEntry
+    from expkit._report import StepOutcome
+
+__all__ = ["Lines", "display", "seconds"]
+
+#: At most this many names on the line that sums up the steps already up to date.
+_SHOWN = 4
+_UP_TO_DATE = "up to date"
+
+
+class Lines:
+    """Turns run events into lines; ``write(text, style)`` shows each."""
+
+    def __init__(self, write: Callable[[str, str], None], *, verbose: int) -> None:
+        self.write = write
+        self.verbose = verbose
+        self.entries: dict[str, PlanEntry] = {}
+        #: Sweep step -> [instances finished, instances to run].
+        self.sweeps: dict[str, list[int]] = {}
+
+    def __call__(self, event: Event) -> None:
+        """Show one event."""
+        from expkit._events import PlanReady, StepFinished, StepStarted
+
+        if isinstance(event, PlanReady):
+            self.plan(event.plan, event.wave)
+        elif isinstance(event, StepStarted):
+            self.started(event.name, event.attempt)
+        elif isinstance(event, StepFinished):
+            self.finished(event.outcome)
+
+    def plan(self, plan: Plan, wave: int) -> None:
+        """The plan's summary, and why each step not run is skipped."""
+        entries = list(plan)
+        self.entries.update((e.name, e) for e in entries)
+        runs = [e for e in entries if e.runs]
+        for entry in runs:
+            if entry.name != entry.step:
+                self.sweeps.setdefault(entry.step, [0, 0])[1] += 1
+        skips = [e for e in entries if not e.runs]
+        head = "plan" if wave == 0 else f"plan, wave {wave + 1}"
+        self.write(f"{head}: {len(runs)} to run, {len(skips)} to skip", "bold")
+        # Steps up to date make one line (each its own with -v): a big DAG stays readable.
+        up_to_date = [e.name for e in skips if e.reason == _UP_TO_DATE and not self.verbose]
+        if up_to_date:
+            some = ", ".join(up_to_date[:_SHOWN]) + (", ..." if len(up_to_date) > _SHOWN else "")
+            count = f"{len(up_to_date)} step{'s' if len(up_to_date) > 1 else ''}"
+            self.write(f"  skip      {count} up to date: {some}", "dim")
+        summed = set(up_to_date)
+        for step, reason, names in _grouped(e for e in skips if e.name not in summed):
+            self.write(f"  skip      {_names(step, names)}  ({reason})", "dim")
+
+    def started(self, name: str, attempt: int) -> None:
+        """A step is running."""
+        entry = self.entries.get(name)
+        why = f"attempt {attempt}" if attempt > 1 else (entry.reason if entry else "")
+        self.write(f"{'start':<9} {name}" + (f"  ({why})" if why else ""), "cyan")
+
+    def finished(self, outcome: StepOutcome) -> None:
+        """A step ended, or was skipped after a failure upstream."""
+        status = outcome.status.value
+        parts = [f"{status:<9} {outcome.name}"]
+        if outcome.duration is not None and outcome.ran:
+            parts.append(seconds(outcome.duration))
+        if outcome.error is not None and status != "done":
+            parts.append(outcome.error.summary())
+        elif outcome.reason and not outcome.ran:
+            parts.append(outcome.reason)
+        entry = self.entries.get(outcome.name)
+        if entry is not None and entry.step in self.sweeps and entry.name != entry.step:
+            progress = self.sweeps[entry.step]
+            progress[0] += 1
+            parts.append(f"[{entry.step} {progress[0]}/{progress[1]}]")
+        self.write("  ".join(parts), STATUS_STYLES.get(status, ""))
+
+
+def _grouped(entries: Iterable[PlanEntry]) -> list[tuple[str, str, list[str]]]:
+    """Consecutive instances of one sweep skipped for the same reason make one line."""
+    groups: list[tuple[str, str, list[str]]] = []
+    for entry in entries:
+        if groups and groups[-1][0] == entry.step and groups[-1][1] == entry.reason:
+            groups[-1][2].append(entry.name)
+        else:
+            groups.append((entry.step, entry.reason, [entry.name]))
+    return groups
+
+
+def _names(step: str, names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{step} ({len(names)} instances)"
+
+
+def seconds(duration: float) -> str:
+    """A duration for people: ``1.23 s``, ``4m05s``, ``2h03m00s``."""
+    if duration < 60:  # noqa: PLR2004 - a minute
+        return f"{duration:.2f} s"
+    minutes, secs = divmod(int(duration), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+@contextlib.contextmanager
+def display(*, quiet: bool, verbose: int, live: bool) -> Iterator[Observer | None]:
+    """The observer for ``make(on_event=...)``, for as long as the run lasts.
+
+    ``live`` allows the live area (steps run in this process).
+    """
+    if quiet:
+        yield None
+    elif not is_terminal():
+
+        def plain(text: str, _style: str) -> None:
+            print(text, flush=True)  # noqa: T201 - the progress is the command's output
+
+        yield Lines(plain, verbose=verbose)
+    elif not live:
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(highlight=False)
+
+        def styled(text: str, style: str) -> None:
+            console.print(Text(text, style=style))
+
+        yield Lines(styled, verbose=verbose)
+    else:
+        with _Live(verbose=verbose) as observer:
+            yield observer
+
+
+class _Live:
+    """Lines above a live area of running steps and sweep bars (rich)."""
+
+    def __init__(self, *, verbose: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(highlight=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            # The step output that goes through sys.stdout/sys.stderr is printed above.
+            redirect_stdout=True,
+            redirect_stderr=True,
+        )
+        self.lines = Lines(self._print, verbose=verbose)
+        self.tasks: dict[str, Any] = {}
+
+    def _print(self, text: str, style: str) -> None:
+        from rich.text import Text
+
+        # A styled Text, not print(style=...): that style would also tint the live area.
+        self.console.print(Text(text, style=style))
+
+    def __enter__(self) -> Observer:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, event: Event) -> None:
+        from expkit._events import PlanReady, StepFinished, StepStarted
+
+        self.lines(event)
+        if isinstance(event, PlanReady):
+            counts = Counter(e.step for e in event.plan if e.runs and e.name != e.step)
+            for step, total in counts.items():
+                if step in self.tasks:
+                    self.progress.update(self.tasks[step], total=self.lines.sweeps[step][1])
+                else:
+                    self.tasks[step] = self.progress.add_task(step, total=total)
+        elif isinstance(event, StepStarted):
+            entry = self.lines.entries.get(event.name)
+            if entry is None or entry.name == entry.step:
+                self.tasks[event.name] = self.progress.add_task(event.name, total=None)
+        elif isinstance(event, StepFinished):
+            name = event.outcome.name
+            entry = self.lines.entries.get(name)
+            if entry is not None and entry.name != entry.step and entry.step in self.tasks:
+                self.progress.advance(self.tasks[entry.step])
+            elif name in self.tasks:
+                self.progress.remove_task(self.tasks.pop(name))
