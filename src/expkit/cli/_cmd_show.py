@@ -30,6 +30,8 @@ _short.maxstring = 60
 _short.maxother = 60
 _short.maxlist = _short.maxtuple = _short.maxset = _short.maxdict = 6
 _short.maxlevel = 3
+#: The widest value shown in the table.
+_WIDTH = 80
 
 
 def show(
@@ -71,8 +73,14 @@ def show(
     if as_json:
         print_json(values)
         return
-    rows = [(name, type(value).__name__, _short.repr(value)) for name, value in values.items()]
+    rows = [(name, type(value).__name__, _brief(value)) for name, value in values.items()]
     print_table(("key", "type", "value"), rows, title=shown_path(environment.resultdir))
+
+
+def _brief(value: Any) -> str:
+    """A repr that fits on one line of a table."""
+    text = _short.repr(value).replace("\n", " ")
+    return text if len(text) <= _WIDTH else text[: _WIDTH - 3] + "..."
 
 
 def _read(environment: Any, name: str) -> Any:
