@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from expkit import Environment, Owner, Status, StepRecord, task
+from expkit import _journal as journal
 from expkit._journal import BLOB_THRESHOLD, INDEX_EVERY, Stored, as_stored
 from expkit._records import StoredResult
 from expkit._runner import _bind, bound_params
@@ -116,6 +117,67 @@ class TestOtherHandles:
             first[f"k{i}"] = i
             first.dump()
         assert "a" not in Environment.load("e")
+
+
+class TestRememberedIndex:
+    """A process remembers the last index cache it wrote or read, by its bytes."""
+
+    def test_index_rewritten_by_another_process_is_read_afresh(self) -> None:
+        """Another process's index replaces the one this process remembers."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        for i in range(INDEX_EVERY):
+            env[f"k{i}"] = i
+            env.dump()
+        before = _index(Path("e")).read_bytes()
+        assert journal._last_index is not None
+        assert journal._last_index[0] == before
+        run_python(
+            f"""
+            from expkit import Environment
+            env = Environment.load("e")
+            for i in range({INDEX_EVERY}):
+                env[f"k{{i}}"] = -i
+                env["child"] = i
+                env.dump()
+            """
+        )
+        after = _index(Path("e")).read_bytes()
+        assert after != before
+        expected = {**{f"k{i}": -i for i in range(INDEX_EVERY)}, "child": INDEX_EVERY - 1}
+        assert _data(Environment.load("e")) == expected
+        env.refresh()
+        assert _data(env) == expected
+
+    def test_remembered_index_gives_what_the_file_holds(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Loading from the remembered index equals loading it from its bytes."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        env.set_done("step")
+        for i in range(INDEX_EVERY):
+            env[f"k{i}"] = [i]
+            env.dump()
+        remembered = Environment.load("e")
+        monkeypatch.setattr(journal, "_last_index", None)
+        unpickled = Environment.load("e")
+        assert _data(remembered) == _data(unpickled) == {f"k{i}": [i] for i in range(INDEX_EVERY)}
+        assert remembered.steps == unpickled.steps
+        remembered["k0"] = "changed"
+        remembered.dump()
+        assert Environment.load("e")["k0"] == "changed"
+        assert unpickled["k0"] == [0]
+
+    def test_two_environments_in_turn(self) -> None:
+        """Alternating between environments never takes one's index for the other's."""
+        first = Environment.create(".", "a", symlink=False, durable=False)
+        second = Environment.create(".", "b", symlink=False, durable=False)
+        for i in range(INDEX_EVERY * 2):
+            first["who"] = f"a{i}"
+            first.dump()
+            second["who"] = f"b{i}"
+            second.dump()
+            assert Environment.load("a")["who"] == f"a{i}"
+            assert Environment.load("b")["who"] == f"b{i}"
 
 
 class TestCompactionPlanning:

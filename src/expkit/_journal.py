@@ -691,6 +691,10 @@ class Journal:
         finally:
             os.close(fd)
         self._commits_since_index = 0
+        _remember_index(
+            blob,
+            (self._ino, self._end, self._live, self._compacted, anchor, self._data, states),
+        )
 
     def _read_index(self) -> bytes | None:
         """Take the index cache if it fits the journal; the journal's bytes after it."""
@@ -718,19 +722,42 @@ class Journal:
         return tail[end - start :]
 
 
+#: The index cache this process last wrote or read: its bytes, and what they
+#: unpickle to (the dicts copied, as the journal changes its own). A load
+#: that finds these very bytes in ``env.index`` takes them without
+#: unpickling; what it takes is then checked against the journal as usual.
+_last_index: tuple[bytes, tuple[Any, ...]] | None = None
+_REMEMBER_AT_MOST = 16 << 20
+
+
 def _decode_index(raw: bytes) -> tuple[Any, ...] | None:
     """What an index cache's bytes hold, or ``None`` if they fail their checksum."""
+    known = _last_index
+    if known is not None and known[0] == raw:
+        # The very bytes this process last wrote or read: what they unpickle to.
+        ino, end, live, compacted, anchor, entries, steps = known[1]
+        return (ino, end, live, compacted, anchor, dict(entries), dict(steps))
     body = raw[len(_INDEX_MAGIC) + _CRC.size :]
     if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(body):
         return None
     try:
         index: tuple[Any, ...] = pickle.loads(body)  # builtins, written by us, checksummed
-        _ino, _end, _live, _compacted, _anchor, entries, steps = index
+        ino, end, live, compacted, anchor, entries, steps = index
     except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
         return None
     if not isinstance(entries, dict) or not isinstance(steps, dict):
         return None
+    _remember_index(raw, index)
     return index
+
+
+def _remember_index(raw: bytes, index: tuple[Any, ...]) -> None:
+    global _last_index  # noqa: PLW0603 - a per-process cache of one entry
+    if len(raw) > _REMEMBER_AT_MOST:
+        _last_index = None
+        return
+    ino, end, live, compacted, anchor, entries, steps = index
+    _last_index = (raw, (ino, end, live, compacted, anchor, dict(entries), dict(steps)))
 
 
 def _pack(state: dict[str, Any]) -> PackedState:
