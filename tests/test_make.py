@@ -23,6 +23,7 @@ PARALLEL = ["threads", "processes"]
 
 @pytest.fixture(params=EXECUTORS)
 def executor(request: pytest.FixtureRequest) -> str:
+    """Each test of this suite runs once per executor."""
     return str(request.param)
 
 
@@ -31,11 +32,12 @@ def _runs(path: Path) -> list[str]:
 
 
 def _log(path: str, word: str) -> None:
-    with open(path, "a") as handle:  # noqa: PTH123 - also runs in worker processes
+    with open(path, "a") as handle:
         handle.write(word + "\n")
 
 
 def test_runs_in_graph_order_and_records_everything(executor: str) -> None:
+    """Runs in graph order and records everything."""
     log = str(Path("log").absolute())
 
     @task
@@ -79,6 +81,7 @@ def test_runs_in_graph_order_and_records_everything(executor: str) -> None:
 
 
 def test_failure_skips_dependents_and_keeps_going(executor: str) -> None:
+    """Failure skips dependents and keeps going."""
     log = str(Path("log").absolute())
 
     @task
@@ -119,6 +122,7 @@ def test_failure_skips_dependents_and_keeps_going(executor: str) -> None:
 
 
 def test_fail_fast_starts_nothing_after_a_failure(executor: str) -> None:
+    """Fail fast starts nothing after a failure."""
     log = str(Path("log").absolute())
 
     @task(priority=0)
@@ -130,7 +134,9 @@ def test_fail_fast_starts_nothing_after_a_failure(executor: str) -> None:
     def second(env: Any) -> None:
         _log(log, "second")
 
-    report = make(first, second, env="e", new=True, executor=executor, jobs=1, fail_fast=True, check=False)
+    report = make(
+        first, second, env="e", new=True, executor=executor, jobs=1, fail_fast=True, check=False
+    )
     assert _runs(Path(log)) == ["first"]
     assert not report.ok
     assert report.steps["second"].ran is False
@@ -138,14 +144,16 @@ def test_fail_fast_starts_nothing_after_a_failure(executor: str) -> None:
 
 
 def test_priority_orders_ready_steps(executor: str) -> None:
+    """Priority orders ready steps."""
     log = str(Path("log").absolute())
     for name, priority in [("c", 3), ("a", 1), ("b", 2)]:
-        task(name=name, priority=priority)(lambda env, name=name: _log(log, name))
+        task(name=name, priority=priority)(lambda name=name: _log(log, name))
     make(env="e", new=True, executor=executor, jobs=1)
     assert _runs(Path(log)) == ["a", "b", "c"]
 
 
 def test_retries_then_done(executor: str) -> None:
+    """Retries then done."""
     counter = Path("attempts").absolute()
 
     @task(retries=2)
@@ -166,6 +174,8 @@ def test_retries_then_done(executor: str) -> None:
 
 
 def test_system_exit_is_recorded_not_lost(executor: str) -> None:
+    """System exit is recorded not lost."""
+
     @task
     def quits(env: Any) -> None:
         env["before"] = 1
@@ -180,6 +190,8 @@ def test_system_exit_is_recorded_not_lost(executor: str) -> None:
 
 @pytest.mark.parametrize("executor", PARALLEL)
 def test_keyboard_interrupt_raised_by_a_step_is_recorded(executor: str) -> None:
+    """Keyboard interrupt raised by a step is recorded."""
+
     @task
     def stops(env: Any) -> None:
         raise KeyboardInterrupt
@@ -195,6 +207,8 @@ def test_keyboard_interrupt_raised_by_a_step_is_recorded(executor: str) -> None:
 
 
 def test_unpicklable_value_fails_the_step_only(executor: str) -> None:
+    """Unpicklable value fails the step only."""
+
     @task
     def bad(env: Any) -> None:
         env["fine"] = 1
@@ -209,6 +223,7 @@ def test_unpicklable_value_fails_the_step_only(executor: str) -> None:
 
 
 def test_jobs_bounds_parallel_steps(executor: str) -> None:
+    """Jobs bounds parallel steps."""
     running = Path("running").absolute()
     running.mkdir()
 
@@ -237,6 +252,8 @@ def test_jobs_bounds_parallel_steps(executor: str) -> None:
 
 
 def test_timeout_fails_the_step(executor: str) -> None:
+    """Timeout fails the step."""
+
     @task(timeout=0.5)
     def slow(env: Any) -> None:
         env["started"] = True
@@ -249,6 +266,7 @@ def test_timeout_fails_the_step(executor: str) -> None:
 
 
 def test_processes_run_functions_defined_in_main(tmp_path: Path) -> None:
+    """Processes run functions defined in main."""
     script = tmp_path / "exp.py"
     script.write_text(
         textwrap.dedent(
@@ -269,11 +287,14 @@ def test_processes_run_functions_defined_in_main(tmp_path: Path) -> None:
             """
         )
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[7, 14, 21]"
 
 
 def test_worker_death_interrupts_then_retries() -> None:
+    """Worker death interrupts then retries."""
     flag = Path("died").absolute()
 
     @task(retries=1)
@@ -295,6 +316,8 @@ def test_worker_death_interrupts_then_retries() -> None:
 
 
 def test_worker_death_without_retries_is_interrupted() -> None:
+    """Worker death without retries is interrupted."""
+
     @task
     def dies(env: Any) -> None:
         os._exit(9)
@@ -394,6 +417,7 @@ def _interrupted_run(executor: str, mode: str) -> tuple[int, str, str]:
 
 
 def test_ctrl_c_cancels_commits_and_prints_the_resume_call(executor: str) -> None:
+    """Ctrl c cancels commits and prints the resume call."""
     Environment.create(".", "e", symlink=False)
     code, out, err = _interrupted_run(executor, "plain")
     assert code == 130
@@ -420,6 +444,7 @@ def test_ctrl_c_cancels_commits_and_prints_the_resume_call(executor: str) -> Non
 
 @pytest.mark.parametrize("executor", PARALLEL)
 def test_second_ctrl_c_leaves_at_once(executor: str) -> None:
+    """Second ctrl c leaves at once."""
     Environment.create(".", "e", symlink=False)
     code, _, err = _interrupted_run(executor, "stubborn")
     assert code == 130
@@ -458,6 +483,7 @@ def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
 
 
 def test_resume_from_seeds_a_new_environment(executor: str) -> None:
+    """Resume from seeds a new environment."""
     calls = Path("calls").absolute()
 
     @task
@@ -484,6 +510,7 @@ def test_resume_from_seeds_a_new_environment(executor: str) -> None:
 
 
 def test_force_reruns_the_step_and_its_dependents(executor: str) -> None:
+    """Force reruns the step and its dependents."""
     calls = Path("calls").absolute()
 
     @task

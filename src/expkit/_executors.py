@@ -12,7 +12,9 @@ import contextlib
 import ctypes
 import os
 import queue
+import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -24,6 +26,15 @@ if TYPE_CHECKING:
     from ._environment import Environment
 
 __all__ = ["Executor", "SequentialExecutor", "ThreadsExecutor", "get_executor"]
+
+
+#: Seconds the driver blocks at most before it looks for a Ctrl-C again.
+SLICE = 0.2
+
+
+def block_ctrl_c() -> None:
+    """In a helper thread: leave SIGINT to the main thread, which handles it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 class Executor:
@@ -47,6 +58,10 @@ class Executor:
     def interrupt(self) -> None:
         """Ask the running steps to stop (they report CANCELLED)."""
 
+    def busy(self) -> bool:
+        """Whether some submitted job has not reported yet."""
+        return False
+
     def close(self) -> None:
         """Release workers; called once at the end of a run."""
 
@@ -59,14 +74,17 @@ class SequentialExecutor(Executor):
     def __init__(self) -> None:
         self._queue: deque[tuple[Job, Environment]] = deque()
 
-    def submit(self, jobs: Sequence[Job], env: Environment) -> None:  # noqa: D102
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:
         self._queue.extend((job, env._view()) for job in jobs)  # noqa: SLF001
 
-    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: ARG002, D102
+    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: ARG002
         if not self._queue:
             return []
         job, view = self._queue.popleft()
         return [execute(job, view, in_driver_thread=True)]
+
+    def interrupt(self) -> None:
+        self._queue.clear()  # queued steps never started: they are recorded CANCELLED
 
 
 class _Stop:
@@ -84,25 +102,28 @@ class ThreadsExecutor(Executor):
     name = "threads"
 
     def __init__(self, jobs: int | None = None) -> None:
-        self._count = jobs or self.width()
+        self._count = jobs or os.cpu_count() or 1
         self._todo: queue.SimpleQueue[tuple[Job, Environment] | _Stop] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._busy: dict[int, str] = {}  # thread ident -> step name
         self._guard = threading.Lock()
 
-    def width(self) -> int | None:  # noqa: D102
+    def width(self) -> int | None:
         return os.cpu_count() or 1
 
-    def submit(self, jobs: Sequence[Job], env: Environment) -> None:  # noqa: D102
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:
         for job in jobs:
             self._todo.put((job, env._view()))  # noqa: SLF001
         while len(self._threads) < min(self._count, len(self._threads) + len(jobs)):
-            thread = threading.Thread(target=self._work, name=f"expkit-{len(self._threads)}", daemon=True)
+            thread = threading.Thread(
+                target=self._work, name=f"expkit-{len(self._threads)}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
     def _work(self) -> None:
+        block_ctrl_c()
         me = threading.get_ident()
         while True:
             item = self._todo.get()
@@ -127,25 +148,32 @@ class ThreadsExecutor(Executor):
                 except KeyboardInterrupt:  # a late injection: the outcome must not be lost
                     continue
 
-    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: D102
-        try:
-            found = [self._done.get(timeout=timeout)]
-        except queue.Empty:
-            return []
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        limit = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # In short slices: a Ctrl-C the kernel hands to another thread
+            # does not wake a blocked main thread, only its next check.
+            left = SLICE if limit is None else min(SLICE, limit - time.monotonic())
+            try:
+                found = [self._done.get(timeout=max(0.0, left))]
+                break
+            except queue.Empty:
+                if limit is not None and time.monotonic() >= limit:
+                    return []
         # Take every outcome already there: they share one commit.
         with contextlib.suppress(queue.Empty):
             while True:
                 found.append(self._done.get_nowait())
         return found
 
-    def interrupt(self) -> None:  # noqa: D102
+    def interrupt(self) -> None:
         with self._guard:
             for ident in self._busy:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
                 )
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         for _ in self._threads:
             self._todo.put(_Stop())
         for thread in self._threads:

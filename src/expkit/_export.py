@@ -38,8 +38,8 @@ def _label(entry: PlanEntry) -> str:
 def _dot(plan: Plan) -> str:
     lines = ["digraph expkit {", "  rankdir=LR;", '  node [shape=box, style="rounded,filled"];']
     for entry in plan:
-        colour = STATUS_COLOURS[entry.status]
-        lines.append(f"  {json.dumps(entry.name)} [label={json.dumps(_label(entry))}, fillcolor={json.dumps(colour)}];")
+        label, fill = json.dumps(_label(entry)), json.dumps(STATUS_COLOURS[entry.status])
+        lines.append(f"  {json.dumps(entry.name)} [label={label}, fillcolor={fill}];")
     lines += [
         f"  {json.dumps(upstream)} -> {json.dumps(entry.name)};"
         for entry in plan
@@ -73,19 +73,21 @@ def _ascii(plan: Plan) -> str:
     lines: list[str] = []
     shown: set[str] = set()
 
-    def walk(name: str, prefix: str, last: bool, depth: int) -> None:
+    def walk(name: str, prefix: str, *, last: bool, depth: int) -> None:
         entry = plan[name]
         branch = "" if depth == 0 else ("`-- " if last else "|-- ")
         again = name in shown
-        lines.append(f"{prefix}{branch}{name} [{entry.status.value}]" + (" (see above)" if again else ""))
+        lines.append(
+            f"{prefix}{branch}{name} [{entry.status.value}]" + (" (see above)" if again else "")
+        )
         if again:
             return
         shown.add(name)
         inner = prefix + ("" if depth == 0 else ("    " if last else "|   "))
         kids = children[name]
         for i, child in enumerate(kids):
-            walk(child, inner, i == len(kids) - 1, depth + 1)
+            walk(child, inner, last=i == len(kids) - 1, depth=depth + 1)
 
     for root in roots:
-        walk(root, "", True, 0)
+        walk(root, "", last=True, depth=0)
     return "\n".join(lines) + "\n"

@@ -47,7 +47,9 @@ def leaves(registry: Mapping[str, Task[Any, Any]]) -> list[Task[Any, Any]]:
     return [step for name, step in registry.items() if name not in required]
 
 
-def _requires(step: Task[Any, Any], registry: Mapping[str, Task[Any, Any]], *, lenient: bool) -> list[Task[Any, Any]]:
+def _requires(
+    step: Task[Any, Any], registry: Mapping[str, Task[Any, Any]], *, lenient: bool
+) -> list[Task[Any, Any]]:
     found = []
     for name in step.options.requires:
         if name in registry:
@@ -99,19 +101,11 @@ def check_acyclic(step: Task[Any, Any], registry: Mapping[str, Task[Any, Any]]) 
     _closure([step], registry, lenient=True)
 
 
-def build_graph(
-    targets: Iterable[Task[Any, Any] | str],
-    registry: Mapping[str, Task[Any, Any]],
-    env: StepsMixin | None,
-    defer: Collection[str] = (),
-) -> dict[str, Node]:
-    """The nodes needed for ``targets``, in an order that respects the graph.
-
-    A target naming a sweep means all its instances; ``step[k=v]`` only
-    those matching. Prerequisites are always included whole. Sweeps named
-    in ``defer`` stay one deferred node: their grid is read later.
-    """
-    wanted: dict[str, list[dict[str, str]] | None] = {}  # step -> selectors, None: all
+def _targets(
+    targets: Iterable[Task[Any, Any] | str], registry: Mapping[str, Task[Any, Any]]
+) -> tuple[list[Task[Any, Any]], dict[str, list[dict[str, str]] | None]]:
+    """The target steps, and the instance selectors of each (``None``: all instances)."""
+    wanted: dict[str, list[dict[str, str]] | None] = {}
     roots: list[Task[Any, Any]] = []
     for target in targets:
         if isinstance(target, str):
@@ -129,13 +123,31 @@ def build_graph(
             wanted[step.name] = None
         elif chosen is not None:
             chosen.append(selector)
+    return roots, wanted
+
+
+def build_graph(
+    targets: Iterable[Task[Any, Any] | str],
+    registry: Mapping[str, Task[Any, Any]],
+    env: StepsMixin | None,
+    defer: Collection[str] = (),
+) -> dict[str, Node]:
+    """The nodes needed for ``targets``, in an order that respects the graph.
+
+    A target naming a sweep means all its instances; ``step[k=v]`` only
+    those matching. Prerequisites are always included whole. Sweeps named
+    in ``defer`` stay one deferred node: their grid is read later.
+    """
+    roots, wanted = _targets(targets, registry)
     nodes: dict[str, Node] = {}
     members: dict[str, list[str]] = {}  # step -> names of its nodes
     steps = _closure(roots, registry)
     # A prerequisite of another step is needed whole, whatever a target selected.
     needed_whole = {name for step in steps for name in step.options.requires}
     for step in steps:
-        requires = tuple(name for req in _requires(step, registry, lenient=False) for name in members[req.name])
+        requires = tuple(
+            name for req in _requires(step, registry, lenient=False) for name in members[req.name]
+        )
         try:
             if step.name in defer:
                 raise _Deferred  # noqa: TRY301 - one path for both reasons to defer
@@ -148,8 +160,10 @@ def build_graph(
             # A grid callable may need data that upstream steps make: expanded
             # once they are done. If they are, its error is a real one.
             upstream = _requires(step, registry, lenient=False)
-            if not callable(step.options.grid) or not upstream or (
-                env is not None and all(step_done(env, req) for req in upstream)
+            if (
+                not callable(step.options.grid)
+                or not upstream
+                or (env is not None and all(step_done(env, req) for req in upstream))
             ):
                 raise
             nodes[step.name] = Node(step.name, step, {}, requires, deferred=True)

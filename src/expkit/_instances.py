@@ -77,6 +77,4 @@ def step_done(env: StepsMixin, step: Task[Any, Any]) -> bool:
         prefix = f"{step.name}["
         found = [r for name, r in env.steps.items() if name.startswith(prefix)]
         return bool(found) and all(r.status is Status.DONE for r in found)
-    return all(
-        env.is_done(instance_name(step.name, point)) for point in grid_points(step, None)
-    )
+    return all(env.is_done(instance_name(step.name, point)) for point in grid_points(step, None))

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._environment import Environment
 from ._errors import RunFailedError, StepRunningError
-from ._executors import Executor, get_executor
+from ._events import Event, Observer, PlanReady, StepFinished, StepStarted
+from ._executors import Executor, block_ctrl_c, get_executor
 from ._fingerprint import params_fingerprint
 from ._instances import parse_selector
 from ._paths import CURRENT_LINK, default_root
@@ -35,6 +36,8 @@ from ._status import Status
 from ._work import Job, Outcome
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from ._task import Task
 
 __all__ = ["make"]
@@ -47,9 +50,10 @@ CANCEL_GRACE = 10.0
 #: (environment directory, step) pairs this process is running now: a RUNNING
 #: record owned by this process but not in here was left by an aborted run.
 ACTIVE: set[tuple[str, str]] = set()
+_NONE: Mapping[str, str] = {}
 
 
-def make(  # noqa: PLR0913 - the documented signature
+def make(
     *targets: Task[Any, Any] | str,
     env: Environment | str | os.PathLike[str] | None = None,
     new: bool = False,
@@ -62,6 +66,7 @@ def make(  # noqa: PLR0913 - the documented signature
     resume_from: Environment | str | os.PathLike[str] | None = None,
     check: bool = True,
     resume_hint: str | None = None,
+    on_event: Observer | None = None,
 ) -> RunReport:
     """Run what ``targets`` need and is not done: failed, interrupted, missing or stale steps.
 
@@ -69,7 +74,8 @@ def make(  # noqa: PLR0913 - the documented signature
     ``check`` a failure raises :class:`RunFailedError` carrying it. On
     Ctrl-C the running steps are recorded CANCELLED, everything is
     committed, the call that resumes is printed, and ``KeyboardInterrupt``
-    propagates.
+    propagates. ``on_event`` is called with each :mod:`expkit._events`
+    event as the run goes (the plan, each step started and finished).
     """
     from ._task import registry
 
@@ -80,7 +86,7 @@ def make(  # noqa: PLR0913 - the documented signature
     runner = get_executor(executor, jobs, address)
     forced = [f if isinstance(f, str) else f.name for f in force]
     hint = resume_hint or _resume_call(targets, environment)
-    driver = _Driver(environment, runner, jobs, fail_fast=fail_fast, hint=hint)
+    driver = _Driver(environment, runner, jobs, fail_fast=fail_fast, hint=hint, on_event=on_event)
     try:
         report = driver.run(list(targets), registry, forced, params or {})
     finally:
@@ -99,7 +105,9 @@ def _environment_for(
     if isinstance(env, Environment):
         return env
     if resume_from is not None:
-        earlier = resume_from if isinstance(resume_from, Environment) else Environment.load(resume_from)
+        earlier = (
+            resume_from if isinstance(resume_from, Environment) else Environment.load(resume_from)
+        )
         fresh = _create(env)
         fresh.merge_done_tasks(earlier)
         fresh.dump()
@@ -130,50 +138,116 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@contextlib.contextmanager
-def _no_sigint() -> Iterator[None]:
-    """Hold off Ctrl-C while the driver commits, so it never lands mid-bookkeeping."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+class _CtrlC:
+    """Ctrl-C during a run: raised at once, except inside the driver's bookkeeping.
+
+    A signal mask cannot do this: a signal that arrived just before the mask
+    is still raised at Python's next check, anywhere. So while a run is on,
+    the driver's own SIGINT handler notes a Ctrl-C that lands in a held
+    section and raises it when the section ends.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+
+    def handler(self, _signum: int, _frame: FrameType | None) -> None:
+        if self.depth:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Use this handler for the block, in the main thread, unless Ctrl-C is ignored."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGINT) if main else None
+        if previous is not signal.default_int_handler:
+            yield  # another thread, or someone else's handler: leave it alone
+            return
+        signal.signal(signal.SIGINT, self.handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A section Ctrl-C must not cut: a Ctrl-C inside it is raised at its end."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
 
 
 class _GroupSync:
-    """One fsync for the commits of a short window, from a timer thread."""
+    """One fsync for the commits of a short window, made by one helper thread."""
 
     def __init__(self, env: Environment) -> None:
         self._env = env
-        self._timer: threading.Timer | None = None
-        self._guard = threading.Lock()
+        self._wake = threading.Condition()
+        self._due: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     def committed(self) -> None:
-        with self._guard:
-            if self._timer is None:
-                self._timer = threading.Timer(GROUP_WINDOW, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+        with self._wake:
+            if self._due is None:
+                self._due = time.monotonic() + GROUP_WINDOW
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="expkit-sync", daemon=True
+                    )
+                    self._thread.start()
+                self._wake.notify()
 
-    def flush(self) -> None:
-        with self._guard:
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+    def _run(self) -> None:
+        block_ctrl_c()
+        while True:
+            with self._wake:
+                while not self._closed and (self._due is None or self._due > time.monotonic()):
+                    left = None if self._due is None else self._due - time.monotonic()
+                    self._wake.wait(left)
+                if self._closed:
+                    return
+                self._due = None
+            self._sync()  # outside the condition: the driver goes on committing
+
+    def _sync(self) -> None:
         journal = self._env._journal  # noqa: SLF001
         with self._env._lock:  # noqa: SLF001
             if journal is not None:
                 journal.sync()
+
+    def flush(self) -> None:
+        """Sync now; no sync stays pending."""
+        with self._wake:
+            self._due = None
+        self._sync()
+
+    def close(self) -> None:
+        self.flush()
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
 
 
 class _Driver:
     """Runs plans on one environment with one executor."""
 
     def __init__(
-        self, env: Environment, executor: Executor, jobs: int | None, *, fail_fast: bool, hint: str
+        self,
+        env: Environment,
+        executor: Executor,
+        jobs: int | None,
+        *,
+        fail_fast: bool,
+        hint: str,
+        on_event: Observer | None = None,
     ) -> None:
         self.env = env
         self.executor = executor
@@ -183,7 +257,9 @@ class _Driver:
             self.capacity = 1
         self.fail_fast = fail_fast
         self.hint = hint
+        self.on_event = on_event
         self.sync = _GroupSync(env)
+        self.ctrl_c = _CtrlC()
         self.where = str(env.resultdir)
         self.outcomes: dict[str, StepOutcome] = {}
         #: Deferred sweeps whose prerequisites are done: expanded in the next wave.
@@ -204,6 +280,16 @@ class _Driver:
         forced: list[str],
         params: Mapping[str, Mapping[str, Any]],
     ) -> RunReport:
+        with self.ctrl_c.installed():
+            return self._run(targets, registry, forced, params)
+
+    def _run(
+        self,
+        targets: list[Task[Any, Any] | str],
+        registry: Mapping[str, Task[Any, Any]],
+        forced: list[str],
+        params: Mapping[str, Mapping[str, Any]],
+    ) -> RunReport:
         self.env.refresh()
         self._reclaim_orphans()
         self.env._upkeep_held += 1  # noqa: SLF001 - views read stored values by position
@@ -213,6 +299,7 @@ class _Driver:
             # wave, once that data is made.
             for _wave in range(len(registry) + 1):
                 plan = make_plan(targets, self.env, registry, force=force, params=params)
+                self._emit(PlanReady(plan, _wave))
                 self.expandable.clear()
                 self._run_plan(plan)
                 if not self.expandable or self.stopped:
@@ -225,8 +312,8 @@ class _Driver:
             raise
         finally:
             self.env._upkeep_held -= 1  # noqa: SLF001
-            self.sync.flush()
-            with _no_sigint():
+            self.sync.close()
+            with self.ctrl_c.held():
                 self.env._commit(label="run", sync=True)  # noqa: SLF001 - upkeep, now that no step reads
         return RunReport(
             {name: self.outcomes[name] for name in self.order},
@@ -284,7 +371,6 @@ class _Driver:
         ready = [(e.priority, index[e.name], e.name) for e in todo if not blockers[e.name]]
         heapq.heapify(ready)
         running: dict[str, Job] = {}
-        started: dict[str, float] = {}
         delayed: list[tuple[float, int, Job]] = []
 
         def job_for(name: str) -> Job:
@@ -316,7 +402,7 @@ class _Driver:
             if self.outcomes[name].status is not Status.DONE:
                 skip_downstream(name, self.outcomes[name].status, skipped)
         if skipped:
-            self._commit([], skipped, {}, {})
+            self._commit([], skipped)
             settle(skipped)
 
         try:
@@ -339,20 +425,22 @@ class _Driver:
                     claimed, refused = self._claim(batch, plan)
                     for job in claimed:
                         running[job.name] = job
-                        started[job.name] = now
+                        self._emit(StepStarted(job.name, job.attempt))
                     if refused:
                         skipped = {}
                         for name in refused:
                             skip_downstream(name, Status.RUNNING, skipped)
-                        self._commit([], skipped, refused, {})
+                        self._commit([], skipped, refused)
                         settle(skipped)
                         for name in refused:
                             blockers.pop(name, None)
                     batch = claimed
                 for job in retry:
                     running[job.name] = job
+                    self._emit(StepStarted(job.name, job.attempt))
                 if batch or retry:
-                    self.executor.submit([*batch, *retry], self.env)
+                    with self.ctrl_c.held():  # the executor's bookkeeping stays whole
+                        self.executor.submit([*batch, *retry], self.env)
                 if not running:
                     if delayed:
                         time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
@@ -367,7 +455,9 @@ class _Driver:
                     failed = outcome.status in (Status.FAILED, Status.INTERRUPTED)
                     if failed and job.attempt <= options.retries and not interrupted:
                         delay = options.retry_delay * 2 ** (job.attempt - 1)
-                        heapq.heappush(delayed, (time.monotonic() + delay, index[job.name], _again(job)))
+                        heapq.heappush(
+                            delayed, (time.monotonic() + delay, index[job.name], _again(job))
+                        )
                         continue
                     finals.append(outcome)
                 if not finals:
@@ -378,7 +468,7 @@ class _Driver:
                     if outcome.status is not Status.DONE:
                         skip_downstream(outcome.name, outcome.status, skipped)
                         self.stopped |= self.fail_fast
-                self._commit(finals, skipped, {}, started)
+                self._commit(finals, skipped)
                 settle(skipped)
                 for outcome in finals:
                     if outcome.status is not Status.DONE:
@@ -393,14 +483,16 @@ class _Driver:
                 if interrupted:
                     raise KeyboardInterrupt  # noqa: TRY301 - Ctrl-C reached a step in this thread
         except KeyboardInterrupt:
-            self._cancel(running, delayed, started)
+            self._cancel(running, delayed)
             raise
         finally:
-            for name in blockers:
+            for name, waiting_on in blockers.items():
                 if name in self.outcomes and self.outcomes[name].ran:
                     continue
-                if nodes[name].deferred or name in self.expandable or any(
-                    nodes[r].deferred for r in blockers[name]
+                if (
+                    nodes[name].deferred
+                    or name in self.expandable
+                    or any(nodes[r].deferred for r in waiting_on)
                 ):
                     note = "waits for the instances of a sweep"
                 elif self.stopped:
@@ -424,7 +516,11 @@ class _Driver:
             refused.clear()
             for job in batch:
                 previous = self.env._steps.get(job.name)  # noqa: SLF001
-                other = previous.owner if previous is not None and previous.status is Status.RUNNING else None
+                other = (
+                    previous.owner
+                    if previous is not None and previous.status is Status.RUNNING
+                    else None
+                )
                 if other is not None and other != owner and is_alive(other):
                     refused[job.name] = str(StepRunningError(job.name, other.host, other.pid))
                     continue
@@ -441,7 +537,7 @@ class _Driver:
                 )
                 claimed.append(job)
 
-        with _no_sigint():
+        with self.ctrl_c.held():
             self.env._commit(before=claim, sync=False, label="claim")  # noqa: SLF001
             ACTIVE.update((self.where, job.name) for job in claimed)
         return claimed, refused
@@ -450,68 +546,99 @@ class _Driver:
         self,
         finals: list[Outcome],
         skipped: dict[str, str],
-        refused: dict[str, str],
-        started: Mapping[str, float],
+        refused: Mapping[str, str] = _NONE,
     ) -> None:
         """Apply outcomes and SKIPPED records in one commit (fsynced with the group)."""
         moment = _now()
         env = self.env
-        with _no_sigint(), env._lock:  # noqa: SLF001
+        with self.ctrl_c.held(), env._lock:  # noqa: SLF001
             for outcome in finals:
                 for key, raw in outcome.data.items():
-                    if raw is None:
-                        if key in env:
-                            del env[key]
-                    else:
+                    if raw is not None:
                         env._set_pickled(key, raw)  # noqa: SLF001
-
-            def record(_changed: set[str]) -> None:
-                for outcome in finals:
-                    for name, state in outcome.records.items():
-                        env._put_record(StepRecord.from_state(state))  # noqa: SLF001
-                    current = env._steps.get(outcome.name) or StepRecord(outcome.name)  # noqa: SLF001
-                    changes: dict[str, Any] = {
-                        "status": outcome.status,
-                        "attempts": outcome.attempt,
-                        "ended": moment,
-                        "error": outcome.error,
-                        "reads": outcome.reads,
-                        "writes": outcome.writes,
-                    }
-                    if outcome.result is not None:
-                        changes["stored_result"] = StoredResult(outcome.result)
-                    env._put_record(current.replace(**changes))  # noqa: SLF001
-                for name, reason in skipped.items():
-                    previous = env._steps.get(name) or StepRecord(name)  # noqa: SLF001
-                    env._put_record(  # noqa: SLF001
-                        previous.replace(
-                            status=Status.SKIPPED,
-                            ended=moment,
-                            error=ErrorInfo("Skipped", reason, ""),
-                        )
-                    )
-
-            env._commit(before=record, sync=False, label="run")  # noqa: SLF001
-            for outcome in finals:
-                ACTIVE.discard((self.where, outcome.name))
+                    elif key in env:
+                        del env[key]
+            env._commit(  # noqa: SLF001
+                before=lambda _changed: self._put_records(finals, skipped, moment),
+                sync=False,
+                label="run",
+            )
+            ACTIVE.difference_update((self.where, outcome.name) for outcome in finals)
         self.sync.committed()
+        self._note(finals, skipped, refused)
+
+    def _put_records(
+        self, finals: list[Outcome], skipped: dict[str, str], moment: datetime
+    ) -> None:
+        env = self.env
+        for outcome in finals:
+            for state in outcome.records.values():
+                env._put_record(StepRecord.from_state(state))  # noqa: SLF001
+            current = env._steps.get(outcome.name) or StepRecord(outcome.name)  # noqa: SLF001
+            changes: dict[str, Any] = {
+                "status": outcome.status,
+                "attempts": outcome.attempt,
+                "ended": moment,
+                "error": outcome.error,
+                "reads": outcome.reads,
+                "writes": outcome.writes,
+            }
+            if outcome.result is not None:
+                changes["stored_result"] = StoredResult(outcome.result)
+            env._put_record(current.replace(**changes))  # noqa: SLF001
+        for name, reason in skipped.items():
+            previous = env._steps.get(name) or StepRecord(name)  # noqa: SLF001
+            skip = ErrorInfo("Skipped", reason, "")
+            env._put_record(previous.replace(status=Status.SKIPPED, ended=moment, error=skip))  # noqa: SLF001
+
+    def _note(
+        self, finals: list[Outcome], skipped: dict[str, str], refused: Mapping[str, str]
+    ) -> None:
+        """Keep what the report will say."""
         self.settled.update(outcome.name for outcome in finals)
         self.settled.update(skipped)
         for outcome in finals:
-            record_now = env._steps.get(outcome.name)  # noqa: SLF001
-            duration = record_now.duration if record_now is not None else None
+            record = self.env._steps.get(outcome.name)  # noqa: SLF001
             self.outcomes[outcome.name] = StepOutcome(
-                outcome.name, outcome.status, ran=True, attempts=outcome.attempt,
-                duration=duration, error=outcome.error,
+                outcome.name,
+                outcome.status,
+                ran=True,
+                attempts=outcome.attempt,
+                duration=record.duration if record is not None else None,
+                error=outcome.error,
             )
         for name, reason in skipped.items():
             self.outcomes[name] = StepOutcome(name, Status.SKIPPED, ran=False, reason=reason)
         for name, reason in refused.items():
+            busy = ErrorInfo("StepRunningError", reason, "")
             self.outcomes[name] = StepOutcome(
-                name, Status.RUNNING, ran=False, error=ErrorInfo("StepRunningError", reason, ""), reason=reason
+                name, Status.RUNNING, ran=False, error=busy, reason=reason
+            )
+        for name in [*(outcome.name for outcome in finals), *skipped, *refused]:
+            self._emit(StepFinished(self.outcomes[name]))
+
+    def _emit(self, event: Event) -> None:
+        """Tell the observer; one that raises is reported and not called again."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - a display must never stop a run or lose its records
+            self.on_event = None
+            import traceback
+
+            print(  # noqa: T201 - the observer's failure is the user's to see
+                f"expkit: the run's on_event observer failed and is no longer called:\n"
+                f"{traceback.format_exc()}",
+                file=sys.stderr,
+                flush=True,
             )
 
-    def _cancel(self, running: dict[str, Job], delayed: list[tuple[float, int, Job]], started: Mapping[str, float]) -> None:
+    def _cancel(
+        self,
+        running: dict[str, Job],
+        delayed: list[tuple[float, int, Job]],
+    ) -> None:
         """After Ctrl-C: let running steps stop, record the rest CANCELLED, commit durably."""
         for _, _, job in delayed:
             running[job.name] = job
@@ -520,8 +647,13 @@ class _Driver:
         try:
             self.executor.interrupt()
             limit = time.monotonic() + CANCEL_GRACE
-            while any(name not in {o.name for o in finals} for name in running) and time.monotonic() < limit:
-                finals += self.executor.wait(max(0.0, limit - time.monotonic()))
+            reported: set[str] = set()
+            while set(running) - reported and time.monotonic() < limit:
+                found = self.executor.wait(min(0.5, max(0.0, limit - time.monotonic())))
+                finals += found
+                reported.update(o.name for o in found)
+                if not found and not self.executor.busy():
+                    break  # nothing left that could report
         except KeyboardInterrupt:
             pass  # a second Ctrl-C: leave now
         reported = {o.name for o in finals}
@@ -530,12 +662,17 @@ class _Driver:
                 continue
             outcome.status = Status.CANCELLED
         finals += [
-            Outcome(name, Status.CANCELLED, attempt=job.attempt, error=ErrorInfo("KeyboardInterrupt", "the run was interrupted", ""))
+            Outcome(
+                name,
+                Status.CANCELLED,
+                attempt=job.attempt,
+                error=ErrorInfo("KeyboardInterrupt", "the run was interrupted", ""),
+            )
             for name, job in running.items()
             if name not in reported
         ]
         with contextlib.suppress(KeyboardInterrupt):
-            self._commit(finals, {}, {}, {})
+            self._commit(finals, {})
             self.sync.flush()
         running.clear()
 

@@ -52,7 +52,9 @@ class PlanEntry:
 class Plan:
     """The entries of a plan in graph order; prints as a table."""
 
-    def __init__(self, entries: list[PlanEntry], nodes: Mapping[str, Node], env: Environment | None) -> None:
+    def __init__(
+        self, entries: list[PlanEntry], nodes: Mapping[str, Node], env: Environment | None
+    ) -> None:
         self.entries = {entry.name: entry for entry in entries}
         self.env = env
         self._nodes = nodes
@@ -138,7 +140,9 @@ def make_plan(
         resolve_step(name, registry)  # UnknownStepError for a name no step has
     chosen = list(targets) or leaves(registry)
     # Forced steps run even when no target needs them.
-    chosen += [name for name in forced if name not in {t if isinstance(t, str) else t.name for t in chosen}]
+    chosen += [
+        name for name in forced if name not in {t if isinstance(t, str) else t.name for t in chosen}
+    ]
     nodes = build_graph(chosen, registry, env)
     _check_params_names(params or {}, nodes)
     entries = _decide(nodes, env, forced, params or {})
@@ -167,9 +171,10 @@ def _check_params_names(params: Params, nodes: Mapping[str, Node]) -> None:
     steps = {node.step.name for node in nodes.values()}
     for name in params:
         step, selector = parse_selector(name)
-        if step not in steps or (selector and not any(
-            n.step.name == step and selects(selector, n.point) for n in nodes.values()
-        )):
+        if step not in steps or (
+            selector
+            and not any(n.step.name == step and selects(selector, n.point) for n in nodes.values())
+        ):
             raise UnknownStepError(name, [*steps, *nodes])
 
 
@@ -178,13 +183,23 @@ def _decide(
 ) -> list[PlanEntry]:
     records: Mapping[str, StepRecord] = env.steps if env is not None else {}
     force_selectors = [parse_selector(name) for name in forced]
+    # Step-wide params first, then those given for matching instances.
+    by_selector = sorted(
+        ((*parse_selector(key), values) for key, values in params.items()),
+        key=lambda item: len(item[1]),
+    )
     entries: dict[str, PlanEntry] = {}
     for name, node in nodes.items():
         step = node.step
-        given = {**node.point, **params.get(step.name, {}), **params.get(name, {})}
+        given = dict(node.point)
+        for target, selector, values in by_selector:
+            if target == step.name and selects(selector, node.point):
+                given.update(values)
         call_params = step.params_for(given) if not node.deferred else {}
         record = records.get(name)
-        action, reason = _judge(node, record, call_params, entries, records, force_selectors)
+        action, reason = _judge(
+            node, record, call_params, decided=entries, records=records, forced=force_selectors
+        )
         entries[name] = PlanEntry(
             name=name,
             action=action,
@@ -198,43 +213,57 @@ def _decide(
     return list(entries.values())
 
 
-def _judge(  # noqa: PLR0911 - one return per re-run rule, in the order they apply
+def _judge(
     node: Node,
     record: StepRecord | None,
     call_params: Mapping[str, Any],
+    *,
     decided: Mapping[str, PlanEntry],
     records: Mapping[str, StepRecord],
     forced: list[tuple[str, dict[str, str]]],
 ) -> tuple[str, str]:
+    """The action and reason for one node; the rules apply in this order."""
     if node.deferred:
         return RUN, "a sweep whose instances are known once its prerequisites are done"
     if any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
         return RUN, "forced"
     if record is None or record.status in (Status.PENDING, Status.WAITING):
         return RUN, "never run"
-    status = record.status
+    if record.status is not Status.DONE:
+        return RUN, _not_done(record)
+    return _judge_done(node, record, call_params, decided, records)
+
+
+def _not_done(record: StepRecord) -> str:
+    status, owner = record.status, record.owner
     if status is Status.FAILED:
         error = f" ({record.error.summary()})" if record.error is not None else ""
-        return RUN, f"failed at {_when(record.ended)}{error}"
+        return f"failed at {_when(record.ended)}{error}"
     if status is Status.INTERRUPTED:
-        owner = record.owner
         who = f" (pid {owner.pid} on host {owner.host} died)" if owner is not None else ""
-        return RUN, f"interrupted{who}"
-    if status is Status.CANCELLED:
-        return RUN, "cancelled"
-    if status is Status.SKIPPED:
-        return RUN, "skipped before (a prerequisite had failed)"
+        return f"interrupted{who}"
     if status is Status.RUNNING:
-        owner = record.owner
         who = f" in pid {owner.pid} on host {owner.host}" if owner is not None else ""
-        return RUN, f"running{who}"
+        return f"running{who}"
+    if status is Status.SKIPPED:
+        return "skipped before (a prerequisite had failed)"
+    return str(status.value).lower()  # cancelled
+
+
+def _judge_done(
+    node: Node,
+    record: StepRecord,
+    call_params: Mapping[str, Any],
+    decided: Mapping[str, PlanEntry],
+    records: Mapping[str, StepRecord],
+) -> tuple[str, str]:
     for upstream in node.requires:
         if decided[upstream].runs:
             return RUN, f"upstream {upstream!r} runs again"
         done = records.get(upstream)
         if done is not None and done.ended and record.started and done.ended > record.started:
             return RUN, f"upstream {upstream!r} finished after this step ran"
-    stored = record.fingerprint
+    stored = record.fingerprint or ""
     if stored[16:] != params_fingerprint(call_params):
         return RUN, "params changed"
     if stored[:16] != node.step.code_fingerprint:

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._executors import Executor
+from ._executors import SLICE, Executor
 from ._records import ErrorInfo
 from ._status import Status
 from ._work import Job, Outcome
@@ -80,7 +80,7 @@ class _Worker:
         self.sock = mine
         try:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "expkit._worker", str(theirs.fileno())],
+                [sys.executable, "-m", "expkit._worker", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),),
                 # Its own session: a Ctrl-C at the terminal reaches the driver
                 # only, which decides what the workers get.
@@ -123,10 +123,10 @@ class ProcessesExecutor(Executor):
         self._ready: list[Outcome] = []
         self._selector = selectors.DefaultSelector()
 
-    def width(self) -> int | None:  # noqa: D102
+    def width(self) -> int | None:
         return os.cpu_count() or 1
 
-    def submit(self, jobs: Sequence[Job], env: Environment) -> None:  # noqa: D102
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:
         where = str(env.resultdir)
         self._queue.extend((job, where) for job in jobs)
         self._dispatch()
@@ -140,7 +140,12 @@ class ProcessesExecutor(Executor):
                 payload = cloudpickle.dumps((where, job), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
                 self._ready.append(
-                    Outcome(job.name, Status.FAILED, error=ErrorInfo.from_exception(error), attempt=job.attempt)
+                    Outcome(
+                        job.name,
+                        Status.FAILED,
+                        error=ErrorInfo.from_exception(error),
+                        attempt=job.attempt,
+                    )
                 )
                 continue
             worker = self._idle.pop() if self._idle else _Worker()
@@ -153,7 +158,7 @@ class ProcessesExecutor(Executor):
             self._busy[worker.sock] = worker
             self._selector.register(worker.sock, selectors.EVENT_READ)
 
-    def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: D102
+    def wait(self, timeout: float | None) -> list[Outcome]:
         found, self._ready = self._ready, []
         if found:
             return found
@@ -161,8 +166,15 @@ class ProcessesExecutor(Executor):
         while not found and self._busy:
             wait_for = self._next_kill()
             if limit is not None:
-                wait_for = min(wait_for, limit - time.monotonic()) if wait_for is not None else limit - time.monotonic()
-            events = self._selector.select(None if wait_for is None else max(0.0, wait_for))
+                wait_for = (
+                    min(wait_for, limit - time.monotonic())
+                    if wait_for is not None
+                    else limit - time.monotonic()
+                )
+            # In short slices: see SLICE.
+            events = self._selector.select(
+                SLICE if wait_for is None else max(0.0, min(SLICE, wait_for))
+            )
             for key, _ in events:
                 found.append(self._receive(self._busy[key.fileobj]))  # type: ignore[index]
             found += self._kill_overdue()
@@ -189,7 +201,9 @@ class ProcessesExecutor(Executor):
         return Outcome(
             job.name,
             Status.INTERRUPTED,
-            error=ErrorInfo("WorkerDied", f"its worker process (pid {worker.process.pid}) {how}", ""),
+            error=ErrorInfo(
+                "WorkerDied", f"its worker process (pid {worker.process.pid}) {how}", ""
+            ),
             attempt=job.attempt,
         )
 
@@ -206,7 +220,11 @@ class ProcessesExecutor(Executor):
         now = time.monotonic()
         for worker in list(self._busy.values()):
             job = worker.job
-            if job is None or job.timeout is None or now < worker.started + job.timeout + KILL_GRACE:
+            if (
+                job is None
+                or job.timeout is None
+                or now < worker.started + job.timeout + KILL_GRACE
+            ):
                 continue
             worker.process.kill()
             self._selector.unregister(worker.sock)
@@ -216,17 +234,24 @@ class ProcessesExecutor(Executor):
 
             error = StepTimeoutError(job.name, job.timeout)
             found.append(
-                Outcome(job.name, Status.FAILED, error=ErrorInfo("expkit.StepTimeoutError", f"{error} (its worker was killed)", ""), attempt=job.attempt)
+                Outcome(
+                    job.name,
+                    Status.FAILED,
+                    error=ErrorInfo(
+                        "expkit.StepTimeoutError", f"{error} (its worker was killed)", ""
+                    ),
+                    attempt=job.attempt,
+                )
             )
         return found
 
-    def interrupt(self) -> None:  # noqa: D102
+    def interrupt(self) -> None:
         for worker in self._busy.values():
             with contextlib.suppress(ProcessLookupError):
                 worker.process.send_signal(signal.SIGINT)
         self._queue.clear()
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         for worker in [*self._idle, *self._busy.values()]:
             if worker.job is not None:
                 worker.process.kill()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._records import ErrorInfo
 from ._status import Status
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._records import ErrorInfo
 
 __all__ = ["RunReport", "StepOutcome"]
 

@@ -91,12 +91,13 @@ class Task(Generic[P, R]):
         return defaults, frozenset(required), frozenset(names), var_keyword
 
     def params_for(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """The keyword arguments a run passes: defaults, then ``given``; checked against the signature."""
+        """The keyword arguments a run passes: defaults, then ``given``, checked."""
         defaults, required, names, var_keyword = self._parameters
         params = {**defaults, **given}
         unknown = sorted(set(given) - names) if not var_keyword else []
         if unknown:
-            msg = f"step {self.name!r} takes no parameter {unknown[0]!r} (it takes: {', '.join(sorted(names)) or 'none'})"
+            takes = ", ".join(sorted(names)) or "none"
+            msg = f"step {self.name!r} takes no parameter {unknown[0]!r} (it takes: {takes})"
             raise TypeError(msg)
         missing = sorted(required - params.keys())
         if missing:
@@ -109,7 +110,7 @@ class Task(Generic[P, R]):
         return params
 
     def make(self, **kwargs: Any) -> Any:
-        """Same as ``make(step, **kwargs)``: run what is missing for this step, skip what is done."""
+        """Same as ``make(step, **kwargs)``: run what this step misses, skip what is done."""
         from ._make import make  # the planner loads only when used
 
         return make(self, **kwargs)
@@ -194,13 +195,17 @@ def _check_grid(step: Task[Any, Any]) -> None:
     grid = step.options.grid
     if grid is None or callable(grid):
         return
-    if not isinstance(grid, Mapping) or not grid:
-        msg = f"step {step.name!r}: grid must be a non-empty mapping of parameter -> values, or a callable"
+    if not isinstance(grid, Mapping) or not grid:  # type: ignore[redundant-expr] # untyped callers
+        msg = (
+            f"step {step.name!r}: grid must be a non-empty mapping of parameter -> values, "
+            "or a callable"
+        )
         raise TypeError(msg)
     _, _, names, var_keyword = step._parameters  # noqa: SLF001 - same module
     unknown = [key for key in grid if key not in names]
     if unknown and not var_keyword:
-        msg = f"step {step.name!r}: grid key {unknown[0]!r} is not a parameter of {step.fn.__name__}()"
+        function = step.fn.__name__
+        msg = f"step {step.name!r}: grid key {unknown[0]!r} is not a parameter of {function}()"
         raise TypeError(msg)
 
 

@@ -1,4 +1,4 @@
-"""A worker process of the processes executor: ``python -m expkit._worker FD``.
+"""A worker process of the processes executor: ``python -m expkit._worker FD DRIVER_PID``.
 
 It receives jobs on the inherited socket ``FD``, runs each on a view of the
 environment read from its journal, and sends back the outcome. Ctrl-C
@@ -8,6 +8,9 @@ between steps it is ignored.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import pickle
 import signal
 import socket
@@ -17,6 +20,8 @@ from ._environment import Environment
 from ._journal import Journal
 from ._processes import recv_message, send_message
 from ._work import Job, execute
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _environment(where: str, cache: dict[str, Environment]) -> Environment:
@@ -28,10 +33,26 @@ def _environment(where: str, cache: dict[str, Environment]) -> Environment:
     return env
 
 
+def _die_with_driver(driver: int) -> None:
+    """Linux: be killed when the driver dies, so no orphan runs a step twice.
+
+    A driver killed with SIGKILL cannot stop its workers; its steps become
+    INTERRUPTED and the next run re-runs them, which must not race with an
+    orphan still running the same step.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != driver:  # it died before the request took effect
+        os._exit(1)
+
+
 def main() -> None:
     """Serve jobs until the driver closes the socket."""
     sock = socket.socket(fileno=int(sys.argv[1]))
+    _die_with_driver(int(sys.argv[2]))
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The driver may start workers while it holds Ctrl-C off; masks are inherited.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     setup = recv_message(sock)
     if setup is None:
         return
