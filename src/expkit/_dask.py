@@ -1,0 +1,933 @@
+"""The Dask executor: steps and sweep instances as tasks of a Dask cluster.
+
+Without an address, :class:`DaskExecutor` starts a ``distributed.LocalCluster``
+of worker processes on this machine (and stops it at the end of the run).
+With ``address=``, it connects to a running scheduler whose workers may be
+on other machines: they share nothing with the driver but the network, so
+they cannot read the journal. What reaches them:
+
+- **Steps**, as one ``client.map`` per batch of ready steps (a sweep's
+  thousand instances in one round trip): each task carries the step's
+  function (cloudpickled once per function: functions of ``__main__`` or a
+  notebook travel by value), its params, timeout and attempt number.
+- **A snapshot of the committed state**: every data key with the digest of
+  its pickled value, the value itself when it is small (at most
+  ``INLINE_LIMIT`` bytes pickled), and the step records. The snapshot is a
+  *base*, content addressed (scattered once under ``expkit-blob-<digest>``
+  and fetched once by each worker that runs a step), plus a small *delta*
+  of what was committed since, inline with the batch's tasks. The base is
+  rebuilt when the delta grows past ``REBASE_ENTRIES`` entries, so a batch
+  costs the same whatever the size of the environment.
+- **Large values** (more than ``INLINE_LIMIT`` bytes pickled) are scattered
+  once per version, also under ``expkit-blob-<digest>``, when a batch first
+  needs them. A worker fetches one when a step first *reads* the key, and
+  keeps it in a per-process cache: a version reaches a worker at most once,
+  and never a worker whose steps do not read it.
+
+Workers run the step with :func:`~expkit._work.execute` on a view built from
+the snapshot and return the :class:`~expkit._work.Outcome`; the driver
+applies and commits it: workers never write the environment. Each fetch and
+scatter of a blob is logged on the scheduler under the event topic
+``expkit-shipped``.
+
+Faults: a worker that dies while it runs a step (SIGKILL, the OOM killer)
+surfaces as dask's ``KilledWorker`` and makes the step INTERRUPTED, retried
+per its ``retries`` by the driver. A task whose worker died before it
+started (it was queued there) is sent again without counting an attempt.
+Ctrl-C raises ``KeyboardInterrupt`` in the running steps (they report
+CANCELLED with what they wrote) and cancels the queued ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import pickle
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from ._environment import Environment
+from ._errors import ExpkitError, StepTimeoutError
+from ._executors import SLICE, Executor
+from ._journal import Stored, as_stored, digest_of
+from ._records import ErrorInfo
+from ._status import Status
+from ._steps import StepRecords
+from ._work import Job, Outcome, execute
+
+if TYPE_CHECKING:
+    from ._journal import Entry, Journal
+
+__all__ = ["DaskExecutor", "DaskUnavailableError", "SchedulerUnreachableError"]
+
+#: Values whose pickle is at most this size travel in the snapshot itself;
+#: larger ones are scattered once and fetched by a worker on first read.
+INLINE_LIMIT = 64 * 1024
+#: A delta at most this size rides inline with every task of a batch; a
+#: larger one is scattered once for the batch.
+DELTA_INLINE = 16 * 1024
+#: Entries changed since the base after which the next batch ships a new base.
+REBASE_ENTRIES = 128
+#: Seconds to wait for a scheduler given by address.
+CONNECT_TIMEOUT = 10.0
+#: Seconds past a step's timeout after which the driver gives up on it (its
+#: worker thread could not be stopped: it was blocked in C code).
+KILL_GRACE = 5.0
+#: Times a task is sent again, without counting an attempt, when what it
+#: needed was lost with a worker before the step started.
+RESENDS = 3
+#: Worker-side cache of fetched blobs: this share of the worker's memory limit.
+CACHE_SHARE = 0.25
+#: Seconds a finished task waits for others to share its commit.
+COALESCE = 0.005
+#: An outcome pickled to at most this size comes back as an event pushed to
+#: the driver (no round trip to fetch it); a larger one as the task's result.
+EVENT_LIMIT = 16 * 1024
+#: Seconds between two looks at which steps run, while steps with a timeout are pending.
+POLL = 1.0
+#: Event topics on the scheduler: steps' outcomes, blobs scattered and fetched.
+OUTCOME_TOPIC = "expkit-outcome"
+SHIPPED_TOPIC = "expkit-shipped"
+_KEY_PREFIX = "expkit-blob-"
+
+
+class DaskUnavailableError(ExpkitError, ImportError):
+    """Dask distributed is not installed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the dask executor needs Dask distributed ({reason}) — "
+            "install it with: pip install 'expkit[dask]'"
+        )
+
+
+class SchedulerUnreachableError(ExpkitError, ConnectionError):
+    """The Dask scheduler given by address cannot be reached."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the Dask scheduler at {address}: {reason} — check the address "
+            f"and the network, or start one (`dask scheduler`, then `dask worker {address}` "
+            "on each machine)"
+        )
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as error:
+        raise DaskUnavailableError(str(error)) from None
+    return distributed
+
+
+def _blob_key(digest: bytes) -> str:
+    return _KEY_PREFIX + digest.hex()
+
+
+# -- what travels -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ref:
+    """A blob scattered on the cluster under ``expkit-blob-<digest>``."""
+
+    digest: bytes
+    size: int
+
+
+#: A part of a snapshot: pickled ``(values, records)`` inline, or scattered.
+_Part = bytes | _Ref
+_EMPTY_PART = pickle.dumps(({}, {}), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shipment:
+    """What every task of a batch needs besides its step: the committed state."""
+
+    run: str
+    resultdir: str
+    durable: bool
+    base: _Part
+    delta: _Part
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Lost:
+    """A task's answer when a blob it needed was lost with a worker."""
+
+    digest: bytes
+
+
+class _LostBlobError(Exception):
+    def __init__(self, digest: bytes) -> None:
+        super().__init__(f"blob {digest.hex()} was lost with its worker")
+        self.digest = digest
+
+
+# -- the worker side ------------------------------------------------------------------
+
+
+class _Cache:
+    """Blobs this worker process fetched, by digest; least recently used leave first."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._size = 0
+        self._guard = threading.Lock()
+        self._fetching: dict[bytes, threading.Lock] = {}
+        #: Decoded snapshot parts, by digest (small: a few versions).
+        self.tables: OrderedDict[bytes, tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+
+    def get(self, digest: bytes) -> bytes | None:
+        with self._guard:
+            data = self._items.get(digest)
+            if data is not None:
+                self._items.move_to_end(digest)
+            return data
+
+    def put(self, digest: bytes, data: bytes, limit: int) -> None:
+        if len(data) > limit:
+            return
+        with self._guard:
+            if digest in self._items:
+                return
+            self._items[digest] = data
+            self._size += len(data)
+            while self._size > limit:
+                _, old = self._items.popitem(last=False)
+                self._size -= len(old)
+
+    @contextlib.contextmanager
+    def fetching(self, digest: bytes) -> Iterator[None]:
+        """One thread fetches a blob; the others wait and find it cached."""
+        with self._guard:
+            lock = self._fetching.setdefault(digest, threading.Lock())
+        with lock:
+            yield
+        with self._guard:
+            self._fetching.pop(digest, None)
+
+
+_CACHE = _Cache()
+#: Steps running in this worker process: task key -> thread ident.
+_RUNNING: dict[str, int] = {}
+_RUNNING_GUARD = threading.Lock()
+
+
+def _cache_limit(worker: Any) -> int:
+    limit = getattr(worker, "memory_manager", None)
+    memory = getattr(limit, "memory_limit", None) if limit is not None else None
+    return int(memory * CACHE_SHARE) if memory else 1 << 30
+
+
+def _resolve(ref: _Ref) -> bytes:
+    """A blob's bytes: from this process's cache, else from the cluster (once)."""
+    data = _CACHE.get(ref.digest)
+    if data is not None:
+        return data
+    with _CACHE.fetching(ref.digest):
+        data = _CACHE.get(ref.digest)
+        if data is None:
+            from distributed import get_worker
+
+            worker = get_worker()
+            data = _fetch(worker, ref)
+            _CACHE.put(ref.digest, data, _cache_limit(worker))
+        return data
+
+
+def _fetch(worker: Any, ref: _Ref) -> bytes:
+    from distributed import Future
+
+    key = _blob_key(ref.digest)
+    if key in worker.data:  # scattered to this very worker
+        data = worker.data[key]
+    else:
+        client = worker._get_client()  # noqa: SLF001 - distributed.get_client() without the lookup
+        future: Any = Future(key, client)
+        try:
+            held = client.who_has([future]).get(key)
+            if held:
+                # A Future made from a key is not known to the scheduler as
+                # wanted by this client until told (as fire_and_forget does);
+                # then its state arrives, and the data comes straight from the
+                # worker that holds it. Generous timeout: large blob, slow network.
+                client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})  # noqa: SLF001
+                data = future.result(timeout=60 + ref.size / 1e6)
+        except Exception as error:  # lost, cancelled, timed out: all mean "send again"
+            raise _LostBlobError(ref.digest) from error
+        finally:
+            future.release()
+        if not held:
+            raise _LostBlobError(ref.digest)
+    if not isinstance(data, bytes) or digest_of(data) != ref.digest:
+        raise _LostBlobError(ref.digest)
+    worker.log_event(
+        SHIPPED_TOPIC,
+        {"op": "fetched", "digest": ref.digest.hex(), "bytes": len(data), "worker": worker.address},
+    )
+    return data
+
+
+def _table(part: _Part) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A snapshot part's values and records (shared: copy before changing)."""
+    if isinstance(part, bytes):
+        if part == _EMPTY_PART:
+            return {}, {}
+        table: tuple[dict[str, Any], dict[str, Any]] = pickle.loads(part)  # from our driver
+        return table
+    with _CACHE._guard:  # noqa: SLF001 - the cache's own module
+        found = _CACHE.tables.get(part.digest)
+    if found is not None:
+        return found
+    table = pickle.loads(_resolve(part))  # from our driver, checked against its digest
+    with _CACHE._guard:  # noqa: SLF001
+        _CACHE.tables[part.digest] = table
+        while len(_CACHE.tables) > 4:  # noqa: PLR2004 - a few versions in flight at once
+            _CACHE.tables.popitem(last=False)
+    return table
+
+
+class _RemoteJournal:
+    """What a worker's view needs of a journal: its place, and values by digest.
+
+    Small values are inline in their stored form; a large one is resolved
+    on first read through the worker's cache. Nothing is ever written.
+    """
+
+    def __init__(self, directory: str, durable: bool) -> None:  # noqa: FBT001
+        self.directory = Path(directory)
+        self.path = self.directory
+        self.durable = durable
+        #: A blob that could not be fetched during the step: the task is sent again.
+        self.lost: bytes | None = None
+
+    def fetch(self, stored: Stored, key: str) -> bytes:  # noqa: ARG002 - Journal's signature
+        if stored.inline is not None:
+            return stored.inline
+        try:
+            return _resolve(_Ref(stored.digest, stored.length))
+        except _LostBlobError as error:
+            self.lost = error.digest
+            raise
+
+    def lock(self) -> None:
+        """Nothing to lock: the driver is the only writer."""
+
+    def unlock(self) -> None:
+        """Nothing to unlock."""
+
+    def read_new(self) -> None:
+        """No other commits reach a worker during a step."""
+
+
+def _view(shipment: _Shipment) -> tuple[Environment, _RemoteJournal]:
+    base_values, base_records = _table(shipment.base)
+    delta_values, delta_records = _table(shipment.delta)
+    slots = dict(base_values)
+    records = dict(base_records)
+    for mapping, delta in ((slots, delta_values), (records, delta_records)):
+        for name, item in delta.items():
+            if item is None:
+                mapping.pop(name, None)
+            else:
+                mapping[name] = item
+    journal = _RemoteJournal(shipment.resultdir, shipment.durable)
+    view = Environment._bind(cast("Journal", journal))  # noqa: SLF001 - a view, as _view() makes
+    view._is_view = True  # noqa: SLF001
+    view._slots = slots  # noqa: SLF001
+    view._steps = StepRecords(records)  # noqa: SLF001
+    return view, journal
+
+
+#: What a task carries besides the shipment: ticket, pickled function, step
+#: name, params, whether it takes env, timeout, attempt.
+_Task = tuple[str, bytes, str, Mapping[str, Any], bool, float | None, int]
+
+
+def _run(task: _Task, shipment: _Shipment) -> Outcome | _Lost | None:
+    """A Dask task: run one step on a view of the shipped snapshot; never raises for the step.
+
+    A small outcome is pushed to the driver as an event, in the same stream
+    as the task's completion and before it, and the task returns ``None``:
+    the driver needs no round trip to fetch it. A large one is the result.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    outcome = _attempt(task, shipment)
+    if isinstance(outcome, Outcome):
+        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= EVENT_LIMIT:
+            worker.log_event(
+                OUTCOME_TOPIC, {"run": shipment.run, "ticket": task[0], "outcome": data}
+            )
+            return None
+    return outcome
+
+
+def _attempt(task: _Task, shipment: _Shipment) -> Outcome | _Lost:
+    ticket, function, name, params, takes_env, timeout, attempt = task
+    try:
+        fn = pickle.loads(function)  # cloudpickle's output, from our driver
+    except BaseException as error:  # noqa: BLE001 - e.g. a module missing on this worker
+        return Outcome(name, Status.FAILED, error=ErrorInfo.from_exception(error), attempt=attempt)
+    try:
+        view, journal = _view(shipment)
+    except _LostBlobError as lost:
+        return _Lost(lost.digest)
+    job = Job(name, fn, params, takes_env, timeout, attempt)
+    outcome: Outcome | None = None
+    try:
+        try:
+            with _RUNNING_GUARD:
+                _RUNNING[ticket] = threading.get_ident()
+            outcome = execute(job, view)
+        finally:
+            with _RUNNING_GUARD:
+                _RUNNING.pop(ticket, None)
+    except KeyboardInterrupt:
+        # Injected just outside the step's own handler: still a cancelled step.
+        outcome = outcome or Outcome(name, Status.CANCELLED, attempt=attempt)
+    if journal.lost is not None:
+        return _Lost(journal.lost)
+    return outcome
+
+
+def _running() -> list[str]:
+    """Run on each worker by ``client.run``: the tasks whose steps run there now."""
+    with _RUNNING_GUARD:
+        return list(_RUNNING)
+
+
+def _interrupt(tickets: list[str]) -> list[str]:
+    """Run on each worker by ``client.run``: raise KeyboardInterrupt in these steps."""
+    hit = []
+    with _RUNNING_GUARD:
+        for ticket in tickets:
+            ident = _RUNNING.get(ticket)
+            if ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                )
+                hit.append(ticket)
+    return hit
+
+
+def _ignore_sigint_plugin(distributed: Any) -> Any:
+    """A worker plugin: Ctrl-C at the terminal reaches the driver only, which decides."""
+
+    class IgnoreSigint(distributed.WorkerPlugin):  # type: ignore[misc]
+        name = "expkit-ignore-sigint"
+
+        def setup(self, worker: Any) -> None:  # noqa: ARG002
+            import signal
+
+            with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreSigint()
+
+
+# -- the driver side -------------------------------------------------------------------
+
+
+class _Snapshots:
+    """Builds each batch's snapshot: a content-addressed base and a small delta."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        #: Scattered blobs by digest (values and snapshot parts), kept while needed.
+        self.scattered: dict[bytes, Any] = {}
+        self._base: _Part = _EMPTY_PART
+        self._base_refs: frozenset[bytes] = frozenset()
+        self._base_values: dict[str, bytes] = {}
+        self._base_records: dict[str, object] = {}
+
+    def ship(self, env: Environment, run: str) -> tuple[_Shipment, frozenset[bytes]]:
+        """The shipment for a batch, and the digests of the blobs it refers to."""
+        view = env._view()  # noqa: SLF001 - the committed state, as every executor reads it
+        journal = view._journal  # noqa: SLF001
+        slots = view._slots  # noqa: SLF001
+        items = view._steps._items  # noqa: SLF001
+        if isinstance(self._base, _Ref) and not self._alive(self._base.digest):
+            self._base_values, self._base_records = {}, {}  # lost with a worker: rebuild
+        values: dict[str, Stored | None] = {}
+        for key, entry in slots.items():
+            stored = as_stored(cast("Entry", entry))  # a view holds stored forms only
+            if self._base_values.get(key) != stored.digest:
+                values[key] = stored
+        values.update((key, None) for key in self._base_values if key not in slots)
+        records: dict[str, object] = {
+            name: item for name, item in items.items() if self._base_records.get(name) is not item
+        }
+        records.update((name, None) for name in self._base_records if name not in items)
+        refs: set[bytes] = set()
+        if len(values) + len(records) > REBASE_ENTRIES or not self._base_values_alive():
+            self._rebase(journal, slots, items)
+            delta: _Part = _EMPTY_PART
+        else:
+            shipped = self._shippable(journal, values, refs)
+            delta = self._part((shipped, records), DELTA_INLINE, refs)
+        refs |= self._base_refs
+        where = str(env.resultdir)
+        return _Shipment(run, where, env.durable, self._base, delta), frozenset(refs)
+
+    def _rebase(
+        self, journal: Journal | None, slots: Mapping[str, Any], items: Mapping[str, object]
+    ) -> None:
+        refs: set[bytes] = set()
+        stored = {key: as_stored(cast("Entry", entry)) for key, entry in slots.items()}
+        shipped = self._shippable(journal, stored, refs)
+        records = dict(items)
+        self._base = self._part((shipped, records), DELTA_INLINE, refs)
+        self._base_refs = frozenset(refs)
+        self._base_values = {key: s.digest for key, s in stored.items()}
+        self._base_records = records
+
+    def _base_values_alive(self) -> bool:
+        return all(self._alive(digest) for digest in self._base_refs)
+
+    def _alive(self, digest: bytes) -> bool:
+        future = self.scattered.get(digest)
+        return future is not None and future.status == "finished"
+
+    def _shippable(
+        self, journal: Journal | None, values: Mapping[str, Stored | None], refs: set[bytes]
+    ) -> dict[str, Stored | None]:
+        """Stored forms a worker can read: small values inline, large ones by reference."""
+        shipped: dict[str, Stored | None] = {}
+        for key, stored in values.items():
+            if stored is None or stored.inline is not None:
+                shipped[key] = stored
+                continue
+            if journal is None:  # pragma: no cover - a view of a journal-less env has no blobs
+                continue
+            if stored.size <= INLINE_LIMIT:
+                shipped[key] = Stored(stored.digest, journal.fetch(stored, key))
+                continue
+            if not self._alive(stored.digest):
+                self._scatter(stored.digest, journal.fetch(stored, key))
+            refs.add(stored.digest)
+            shipped[key] = Stored(stored.digest, None, 0, stored.size, 0)
+        return shipped
+
+    def _part(self, table: object, inline: int, refs: set[bytes]) -> _Part:
+        data = pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= inline:
+            return data
+        digest = digest_of(data)
+        if not self._alive(digest):
+            self._scatter(digest, data)
+        refs.add(digest)
+        return _Ref(digest, len(data))
+
+    def _scatter(self, digest: bytes, data: bytes) -> None:
+        key = _blob_key(digest)
+        self.scattered[digest] = self._client.scatter({key: data})[key]
+        self._client.log_event(
+            SHIPPED_TOPIC, {"op": "scattered", "digest": digest.hex(), "bytes": len(data)}
+        )
+
+    def forget(self, digest: bytes) -> None:
+        """A blob was lost with a worker: scatter it again when next needed."""
+        self.scattered.pop(digest, None)
+
+    def prune(self, live: set[bytes]) -> None:
+        """Release blobs that no pending task and no current snapshot refers to."""
+        keep = live | self._base_refs
+        if isinstance(self._base, _Ref):
+            keep.add(self._base.digest)
+        for digest in [d for d in self.scattered if d not in keep]:
+            del self.scattered[digest]
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A task of ours on the cluster."""
+
+    job: Job
+    future: Any
+    refs: frozenset[bytes]
+    resends: int = 0
+
+
+class DaskExecutor(Executor):
+    """Steps as tasks of a Dask distributed cluster (see the module docstring).
+
+    ``address`` is a scheduler's (``tcp://host:8786``); without one, a local
+    cluster of worker processes is started for the run and closed after it.
+    ``jobs`` sizes that local cluster; expkit itself sets no bound (the
+    cluster's worker threads bound what runs at once).
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        jobs: int | None = None,
+        address: str | None = None,
+        *,
+        connect_timeout: float | None = None,
+    ) -> None:
+        distributed = _distributed()
+        self.address = address
+        self._cluster: Any = None
+        if address is None:
+            self._cluster = _local_cluster(distributed, jobs)
+            client = distributed.Client(self._cluster, set_as_default=False)
+            client.register_plugin(_ignore_sigint_plugin(distributed))
+        else:
+            try:
+                client = distributed.Client(
+                    address,
+                    timeout=CONNECT_TIMEOUT if connect_timeout is None else connect_timeout,
+                    set_as_default=False,
+                )
+            except (OSError, TimeoutError, ValueError) as error:
+                raise SchedulerUnreachableError(
+                    address, str(error) or type(error).__name__
+                ) from None
+        self._client: Any = client
+        self._distributed = distributed
+        self._run = uuid.uuid4().hex
+        self._snapshots = _Snapshots(client)
+        self._functions: dict[int, tuple[Callable[..., Any], bytes]] = {}
+        self._pending: dict[str, _Pending] = {}
+        #: Tickets seen running, and since when (watched only for steps with a timeout).
+        self._started: dict[str, float] = {}
+        self._polled = 0.0
+        # Results are fetched by the client's event loop as tasks finish
+        # (concurrent fetches share round trips); wait() takes them from here.
+        self._done: Any = distributed.as_completed(loop=client.loop)
+        #: Outcomes pushed by workers as events, by ticket (set from the client's loop).
+        self._arrived: dict[str, bytes] = {}
+        self._ready: list[Outcome] = []
+        #: Pending tasks with a timeout (the driver watches those only).
+        self._timed = 0
+        self._env: Environment | None = None
+        self._closed = False
+        client.subscribe_topic(OUTCOME_TOPIC, self._on_outcome)
+
+    def width(self) -> int | None:
+        return None
+
+    # -- submitting ---------------------------------------------------------------
+
+    def submit(self, jobs: Sequence[Job], env: Environment) -> None:
+        self._env = env
+        self._send([(job, 0) for job in jobs])
+
+    def _send(self, jobs: Sequence[tuple[Job, int]]) -> None:
+        env = self._env
+        assert env is not None  # noqa: S101 - submit() came first
+        shipment, refs = self._snapshots.ship(env, self._run)
+        live = set(refs)
+        for pending in self._pending.values():
+            live |= pending.refs
+        self._snapshots.prune(live)
+        tasks, tickets, sent = [], [], []
+        for job, resends in jobs:
+            try:
+                function = self._pickled(job.fn)
+            except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
+                self._ready.append(
+                    Outcome(
+                        job.name,
+                        Status.FAILED,
+                        error=ErrorInfo.from_exception(error),
+                        attempt=job.attempt,
+                    )
+                )
+                continue
+            # One task group per step (the key's prefix): a sweep's instances
+            # are one group to the scheduler, as a client.map would be.
+            ticket = f"{job.name.split('[', 1)[0]}-{uuid.uuid4().hex}"
+            tasks.append(
+                (ticket, function, job.name, job.params, job.takes_env, job.timeout, job.attempt)
+            )
+            tickets.append(ticket)
+            sent.append((job, resends))
+        if not tasks:
+            return
+        # One burst for the whole batch: a sweep reaches the scheduler at once.
+        futures = self._client.map(_run, tasks, shipment=shipment, key=tickets, pure=False)
+        for ticket, future, (job, resends) in zip(tickets, futures, sent, strict=True):
+            self._pending[ticket] = _Pending(job, future, refs, resends)
+            self._timed += job.timeout is not None
+        self._done.update(futures)
+
+    def _pickled(self, fn: Callable[..., Any]) -> bytes:
+        found = self._functions.get(id(fn))
+        if found is None or found[0] is not fn:
+            import cloudpickle
+
+            found = self._functions[id(fn)] = (
+                fn,
+                cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL),
+            )
+        return found[1]
+
+    # -- callbacks, from the client's threads ----------------------------------------
+
+    def _on_outcome(self, event: tuple[float, Any]) -> None:
+        msg = event[1]
+        if isinstance(msg, dict) and msg.get("run") == self._run:
+            self._arrived[msg["ticket"]] = msg["outcome"]
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> list[Outcome]:
+        limit = None if timeout is None else time.monotonic() + timeout
+        arrived: list[Any] = []
+        while True:
+            found, self._ready = self._ready, []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    arrived.append(self._done.queue.get_nowait())
+            found += self._outcomes(arrived)
+            arrived = []
+            self._watch()
+            found += self._overdue()
+            if found or not self._pending:
+                return found
+            wait_for = self._next_overdue()
+            if limit is not None:
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return found
+                wait_for = left if wait_for is None else min(wait_for, left)
+            # In short slices: a Ctrl-C the kernel hands to one of the client's
+            # threads does not wake a blocked main thread, only its next check.
+            wait_for = SLICE if wait_for is None else min(wait_for, SLICE)
+            with contextlib.suppress(queue.Empty):
+                arrived.append(self._done.queue.get(timeout=wait_for))
+                # Tasks finishing close together share one commit: take what
+                # else arrives within a few milliseconds.
+                until = time.monotonic() + COALESCE
+                while len(arrived) < len(self._pending):
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    arrived.append(self._done.queue.get(timeout=left))
+
+    def _outcomes(self, futures: list[Any]) -> list[Outcome]:
+        found: list[Outcome] = []
+        again: list[tuple[Job, int]] = []
+        fetch: list[_Pending] = []
+        for future in futures:
+            ticket = future.key
+            pending = self._pending.get(ticket)
+            if pending is None or pending.future is not future:
+                continue  # reported already (cancelled, given up on)
+            pushed = self._arrived.get(ticket)
+            if future.status == "finished" and pushed is None:
+                fetch.append(pending)  # a large outcome, or a lost blob: the task's result
+                continue
+            started = ticket in self._started
+            self._forget(ticket)
+            if pushed is not None and future.status == "finished":
+                found.append(pickle.loads(pushed))  # our worker's Outcome, via the scheduler
+            elif (outcome := self._failure(pending, started=started)) is not None:
+                found.append(outcome)
+            else:
+                again.append((pending.job, pending.resends))
+        results = self._client.gather([p.future for p in fetch]) if fetch else []
+        for pending, result in zip(fetch, results, strict=True):
+            self._forget(pending.future.key)
+            if isinstance(result, _Lost):
+                self._snapshots.forget(result.digest)
+                again.append((pending.job, pending.resends))
+            else:
+                found.append(cast("Outcome", result))
+        found += self._send_again(again)
+        return found
+
+    def _send_again(self, again: list[tuple[Job, int]]) -> list[Outcome]:
+        """Send tasks again that never ran; those sent too often are INTERRUPTED."""
+        given_up = [
+            _interrupted(job, "what it needed was lost with Dask workers")
+            for job, resends in again
+            if resends >= RESENDS
+        ]
+        retry = [(job, resends + 1) for job, resends in again if resends < RESENDS]
+        if retry:
+            self._send(retry)
+        return given_up
+
+    def _failure(self, pending: _Pending, *, started: bool) -> Outcome | None:
+        """The outcome of a task that did not finish; ``None`` to send it again."""
+        job, future = pending.job, pending.future
+        if future.status != "error":
+            # Cancelled by the cluster, or its result lost with a worker.
+            with contextlib.suppress(Exception):
+                future.cancel()
+            if not started:
+                return None
+            return _interrupted(job, f"its Dask task was {future.status} by the cluster")
+        try:
+            error = future.exception(timeout=10)
+        except Exception as raised:  # noqa: BLE001 - lost contact with the cluster
+            error = raised
+        if isinstance(error, self._distributed.KilledWorker):
+            # Which tasks were executing there, as of the worker's last
+            # heartbeat (twice a second): the others were only queued.
+            started |= future.key in getattr(error.last_worker, "executing", {})
+            if not started:
+                return None  # queued on a worker that died: it never ran
+            worker = getattr(error.last_worker, "address", "?")
+            return _interrupted(job, f"its Dask worker {worker} died (KilledWorker)")
+        info = (
+            ErrorInfo.from_exception(error)
+            if isinstance(error, BaseException)
+            else ErrorInfo("DaskError", str(error), "")
+        )
+        return Outcome(job.name, Status.FAILED, error=info, attempt=job.attempt)
+
+    def _forget(self, ticket: str) -> None:
+        pending = self._pending.pop(ticket, None)
+        self._started.pop(ticket, None)
+        self._arrived.pop(ticket, None)
+        if pending is not None and pending.job.timeout is not None:
+            self._timed -= 1
+
+    def _watch(self) -> None:
+        """Note which of our timed steps run now (at most once per POLL seconds)."""
+        now = time.monotonic()
+        if not self._timed or now < self._polled + POLL:
+            return
+        self._polled = now
+        try:
+            answers = self._client.run(_running)
+        except Exception:  # noqa: BLE001 - a worker gone meanwhile: look again later
+            return
+        for tickets in answers.values():
+            for ticket in tickets:
+                if ticket in self._pending:
+                    self._started.setdefault(ticket, now)
+
+    def _next_overdue(self) -> float | None:
+        if not self._timed:
+            return None
+        now = time.monotonic()
+        limits = [
+            started + p.job.timeout + KILL_GRACE - now
+            for ticket, p in self._pending.items()
+            if p.job.timeout is not None and (started := self._started.get(ticket)) is not None
+        ]
+        return max(0.0, min([*limits, self._polled + POLL - now]))
+
+    def _overdue(self) -> list[Outcome]:
+        """Steps past their timeout whose thread could not be stopped: given up on."""
+        if not self._timed:
+            return []
+        now = time.monotonic()
+        found = []
+        for ticket, pending in list(self._pending.items()):
+            job = pending.job
+            started = self._started.get(ticket)
+            if job.timeout is None or started is None or now < started + job.timeout + KILL_GRACE:
+                continue
+            self._forget(ticket)
+            pending.future.cancel()
+            error = StepTimeoutError(job.name, job.timeout)
+            found.append(
+                Outcome(
+                    job.name,
+                    Status.FAILED,
+                    error=ErrorInfo(
+                        "expkit.StepTimeoutError",
+                        f"{error} (its Dask worker thread could not be stopped; given up on)",
+                        "",
+                    ),
+                    attempt=job.attempt,
+                )
+            )
+        return found
+
+    def busy(self) -> bool:
+        return bool(self._pending or self._ready)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        # Ask every worker: a step may have started before its event reached us.
+        hit: set[str] = set()
+        if self._pending:
+            with contextlib.suppress(Exception):  # a worker gone meanwhile: its step is lost anyway
+                answers = self._client.run(_interrupt, list(self._pending))
+                hit = {ticket for found in answers.values() for ticket in found}
+        # The others have not started: they will not.
+        queued = [t for t in self._pending if t not in hit]
+        if queued:
+            self._client.cancel([self._pending[t].future for t in queued])
+        for ticket in queued:
+            job = self._pending[ticket].job
+            self._forget(ticket)
+            self._ready.append(
+                Outcome(
+                    job.name,
+                    Status.CANCELLED,
+                    error=ErrorInfo("KeyboardInterrupt", "the run was interrupted", ""),
+                    attempt=job.attempt,
+                )
+            )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        try:
+            if self._pending:
+                with contextlib.suppress(Exception):
+                    client.cancel([p.future for p in self._pending.values()])
+            self._pending.clear()
+            self._snapshots.scattered.clear()
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(OUTCOME_TOPIC)
+        finally:
+            client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+def _interrupted(job: Job, why: str) -> Outcome:
+    return Outcome(
+        job.name,
+        Status.INTERRUPTED,
+        error=ErrorInfo("WorkerDied", why, ""),
+        attempt=job.attempt,
+    )
+
+
+def _local_cluster(distributed: Any, jobs: int | None) -> Any:
+    """Worker processes on this machine, one thread each (as many as jobs, up to the CPUs)."""
+    cpus = os.cpu_count() or 1
+    workers = max(1, min(jobs or cpus, cpus))
+    threads = max(1, -(-(jobs or workers) // workers))
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        scheduler_kwargs={
+            # A worker death fails its task at once (KilledWorker): expkit, not
+            # the scheduler, decides whether the step runs again (`retries`).
+            "allowed_failures": 0,
+            # No dashboard, and the scheduler's own HTTP endpoints on a free
+            # loopback port: nothing collides with another run's cluster.
+            "dashboard": False,
+            "dashboard_address": "127.0.0.1:0",
+        },
+    )
