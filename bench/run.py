@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import ROOT, Section, machine_info
 
-WORKLOADS = ("W1", "W2", "W4", "SHELL")
+WORKLOADS = ("W1", "W2", "W4", "W4DASK", "SHELL")
 
 
 def _runner(name: str) -> Callable[..., Section]:
@@ -33,6 +33,10 @@ def _runner(name: str) -> Callable[..., Section]:
         import w4
 
         return w4.run
+    if name == "W4DASK":
+        import w4_dask
+
+        return w4_dask.run
     if name == "SHELL":
         import shell
 
