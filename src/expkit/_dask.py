@@ -24,7 +24,7 @@ they cannot read the journal. What reaches them:
   keeps it in a per-process cache: a version reaches a worker at most once,
   and never a worker whose steps do not read it.
 
-Workers run the step with :func:`~expkit._work.execute` on a view built from
+Workers (see :mod:`expkit._dask_worker`) run the step on a view built from
 the snapshot and return the :class:`~expkit._work.Outcome`; the driver
 applies and commits it: workers never write the environment. Each fetch and
 scatter of a blob is logged on the scheduler under the event topic
@@ -41,29 +41,38 @@ CANCELLED with what they wrote) and cancels the queued ones.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import pickle
 import queue
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ._environment import Environment
+from ._dask_worker import (
+    EMPTY_PART,
+    OUTCOME_TOPIC,
+    SHIPPED_TOPIC,
+    Lost,
+    Part,
+    Ref,
+    Shipment,
+    blob_key,
+    ignore_sigint_plugin,
+    interrupt_steps,
+    run_step,
+    running_steps,
+)
 from ._errors import ExpkitError, StepTimeoutError
 from ._executors import SLICE, Executor
 from ._journal import Stored, as_stored, digest_of
 from ._records import ErrorInfo
 from ._status import Status
-from ._steps import StepRecords
-from ._work import Job, Outcome, execute
+from ._work import Job, Outcome
 
 if TYPE_CHECKING:
+    from ._environment import Environment
     from ._journal import Entry, Journal
 
 __all__ = ["DaskExecutor", "DaskUnavailableError", "SchedulerUnreachableError"]
@@ -84,19 +93,10 @@ KILL_GRACE = 5.0
 #: Times a task is sent again, without counting an attempt, when what it
 #: needed was lost with a worker before the step started.
 RESENDS = 3
-#: Worker-side cache of fetched blobs: this share of the worker's memory limit.
-CACHE_SHARE = 0.25
 #: Seconds a finished task waits for others to share its commit.
 COALESCE = 0.005
-#: An outcome pickled to at most this size comes back as an event pushed to
-#: the driver (no round trip to fetch it); a larger one as the task's result.
-EVENT_LIMIT = 16 * 1024
 #: Seconds between two looks at which steps run, while steps with a timeout are pending.
 POLL = 1.0
-#: Event topics on the scheduler: steps' outcomes, blobs scattered and fetched.
-OUTCOME_TOPIC = "expkit-outcome"
-SHIPPED_TOPIC = "expkit-shipped"
-_KEY_PREFIX = "expkit-blob-"
 
 
 class DaskUnavailableError(ExpkitError, ImportError):
@@ -131,315 +131,6 @@ def _distributed() -> Any:
     return distributed
 
 
-def _blob_key(digest: bytes) -> str:
-    return _KEY_PREFIX + digest.hex()
-
-
-# -- what travels -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Ref:
-    """A blob scattered on the cluster under ``expkit-blob-<digest>``."""
-
-    digest: bytes
-    size: int
-
-
-#: A part of a snapshot: pickled ``(values, records)`` inline, or scattered.
-_Part = bytes | _Ref
-_EMPTY_PART = pickle.dumps(({}, {}), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Shipment:
-    """What every task of a batch needs besides its step: the committed state."""
-
-    run: str
-    resultdir: str
-    durable: bool
-    base: _Part
-    delta: _Part
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Lost:
-    """A task's answer when a blob it needed was lost with a worker."""
-
-    digest: bytes
-
-
-class _LostBlobError(Exception):
-    def __init__(self, digest: bytes) -> None:
-        super().__init__(f"blob {digest.hex()} was lost with its worker")
-        self.digest = digest
-
-
-# -- the worker side ------------------------------------------------------------------
-
-
-class _Cache:
-    """Blobs this worker process fetched, by digest; least recently used leave first."""
-
-    def __init__(self) -> None:
-        self._items: OrderedDict[bytes, bytes] = OrderedDict()
-        self._size = 0
-        self._guard = threading.Lock()
-        self._fetching: dict[bytes, threading.Lock] = {}
-        #: Decoded snapshot parts, by digest (small: a few versions).
-        self.tables: OrderedDict[bytes, tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
-
-    def get(self, digest: bytes) -> bytes | None:
-        with self._guard:
-            data = self._items.get(digest)
-            if data is not None:
-                self._items.move_to_end(digest)
-            return data
-
-    def put(self, digest: bytes, data: bytes, limit: int) -> None:
-        if len(data) > limit:
-            return
-        with self._guard:
-            if digest in self._items:
-                return
-            self._items[digest] = data
-            self._size += len(data)
-            while self._size > limit:
-                _, old = self._items.popitem(last=False)
-                self._size -= len(old)
-
-    @contextlib.contextmanager
-    def fetching(self, digest: bytes) -> Iterator[None]:
-        """One thread fetches a blob; the others wait and find it cached."""
-        with self._guard:
-            lock = self._fetching.setdefault(digest, threading.Lock())
-        with lock:
-            yield
-        with self._guard:
-            self._fetching.pop(digest, None)
-
-
-_CACHE = _Cache()
-#: Steps running in this worker process: task key -> thread ident.
-_RUNNING: dict[str, int] = {}
-_RUNNING_GUARD = threading.Lock()
-
-
-def _cache_limit(worker: Any) -> int:
-    limit = getattr(worker, "memory_manager", None)
-    memory = getattr(limit, "memory_limit", None) if limit is not None else None
-    return int(memory * CACHE_SHARE) if memory else 1 << 30
-
-
-def _resolve(ref: _Ref) -> bytes:
-    """A blob's bytes: from this process's cache, else from the cluster (once)."""
-    data = _CACHE.get(ref.digest)
-    if data is not None:
-        return data
-    with _CACHE.fetching(ref.digest):
-        data = _CACHE.get(ref.digest)
-        if data is None:
-            from distributed import get_worker
-
-            worker = get_worker()
-            data = _fetch(worker, ref)
-            _CACHE.put(ref.digest, data, _cache_limit(worker))
-        return data
-
-
-def _fetch(worker: Any, ref: _Ref) -> bytes:
-    from distributed import Future
-
-    key = _blob_key(ref.digest)
-    if key in worker.data:  # scattered to this very worker
-        data = worker.data[key]
-    else:
-        client = worker._get_client()  # noqa: SLF001 - distributed.get_client() without the lookup
-        future: Any = Future(key, client)
-        try:
-            held = client.who_has([future]).get(key)
-            if held:
-                # A Future made from a key is not known to the scheduler as
-                # wanted by this client until told (as fire_and_forget does);
-                # then its state arrives, and the data comes straight from the
-                # worker that holds it. Generous timeout: large blob, slow network.
-                client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})  # noqa: SLF001
-                data = future.result(timeout=60 + ref.size / 1e6)
-        except Exception as error:  # lost, cancelled, timed out: all mean "send again"
-            raise _LostBlobError(ref.digest) from error
-        finally:
-            future.release()
-        if not held:
-            raise _LostBlobError(ref.digest)
-    if not isinstance(data, bytes) or digest_of(data) != ref.digest:
-        raise _LostBlobError(ref.digest)
-    worker.log_event(
-        SHIPPED_TOPIC,
-        {"op": "fetched", "digest": ref.digest.hex(), "bytes": len(data), "worker": worker.address},
-    )
-    return data
-
-
-def _table(part: _Part) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A snapshot part's values and records (shared: copy before changing)."""
-    if isinstance(part, bytes):
-        if part == _EMPTY_PART:
-            return {}, {}
-        table: tuple[dict[str, Any], dict[str, Any]] = pickle.loads(part)  # from our driver
-        return table
-    with _CACHE._guard:  # noqa: SLF001 - the cache's own module
-        found = _CACHE.tables.get(part.digest)
-    if found is not None:
-        return found
-    table = pickle.loads(_resolve(part))  # from our driver, checked against its digest
-    with _CACHE._guard:  # noqa: SLF001
-        _CACHE.tables[part.digest] = table
-        while len(_CACHE.tables) > 4:  # noqa: PLR2004 - a few versions in flight at once
-            _CACHE.tables.popitem(last=False)
-    return table
-
-
-class _RemoteJournal:
-    """What a worker's view needs of a journal: its place, and values by digest.
-
-    Small values are inline in their stored form; a large one is resolved
-    on first read through the worker's cache. Nothing is ever written.
-    """
-
-    def __init__(self, directory: str, durable: bool) -> None:  # noqa: FBT001
-        self.directory = Path(directory)
-        self.path = self.directory
-        self.durable = durable
-        #: A blob that could not be fetched during the step: the task is sent again.
-        self.lost: bytes | None = None
-
-    def fetch(self, stored: Stored, key: str) -> bytes:  # noqa: ARG002 - Journal's signature
-        if stored.inline is not None:
-            return stored.inline
-        try:
-            return _resolve(_Ref(stored.digest, stored.length))
-        except _LostBlobError as error:
-            self.lost = error.digest
-            raise
-
-    def lock(self) -> None:
-        """Nothing to lock: the driver is the only writer."""
-
-    def unlock(self) -> None:
-        """Nothing to unlock."""
-
-    def read_new(self) -> None:
-        """No other commits reach a worker during a step."""
-
-
-def _view(shipment: _Shipment) -> tuple[Environment, _RemoteJournal]:
-    base_values, base_records = _table(shipment.base)
-    delta_values, delta_records = _table(shipment.delta)
-    slots = dict(base_values)
-    records = dict(base_records)
-    for mapping, delta in ((slots, delta_values), (records, delta_records)):
-        for name, item in delta.items():
-            if item is None:
-                mapping.pop(name, None)
-            else:
-                mapping[name] = item
-    journal = _RemoteJournal(shipment.resultdir, shipment.durable)
-    view = Environment._bind(cast("Journal", journal))  # noqa: SLF001 - a view, as _view() makes
-    view._is_view = True  # noqa: SLF001
-    view._slots = slots  # noqa: SLF001
-    view._steps = StepRecords(records)  # noqa: SLF001
-    return view, journal
-
-
-#: What a task carries besides the shipment: ticket, pickled function, step
-#: name, params, whether it takes env, timeout, attempt.
-_Task = tuple[str, bytes, str, Mapping[str, Any], bool, float | None, int]
-
-
-def _run(task: _Task, shipment: _Shipment) -> Outcome | _Lost | None:
-    """A Dask task: run one step on a view of the shipped snapshot; never raises for the step.
-
-    A small outcome is pushed to the driver as an event, in the same stream
-    as the task's completion and before it, and the task returns ``None``:
-    the driver needs no round trip to fetch it. A large one is the result.
-    """
-    from distributed import get_worker
-
-    worker = get_worker()
-    outcome = _attempt(task, shipment)
-    if isinstance(outcome, Outcome):
-        data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        if len(data) <= EVENT_LIMIT:
-            worker.log_event(
-                OUTCOME_TOPIC, {"run": shipment.run, "ticket": task[0], "outcome": data}
-            )
-            return None
-    return outcome
-
-
-def _attempt(task: _Task, shipment: _Shipment) -> Outcome | _Lost:
-    ticket, function, name, params, takes_env, timeout, attempt = task
-    try:
-        fn = pickle.loads(function)  # cloudpickle's output, from our driver
-    except BaseException as error:  # noqa: BLE001 - e.g. a module missing on this worker
-        return Outcome(name, Status.FAILED, error=ErrorInfo.from_exception(error), attempt=attempt)
-    try:
-        view, journal = _view(shipment)
-    except _LostBlobError as lost:
-        return _Lost(lost.digest)
-    job = Job(name, fn, params, takes_env, timeout, attempt)
-    outcome: Outcome | None = None
-    try:
-        try:
-            with _RUNNING_GUARD:
-                _RUNNING[ticket] = threading.get_ident()
-            outcome = execute(job, view)
-        finally:
-            with _RUNNING_GUARD:
-                _RUNNING.pop(ticket, None)
-    except KeyboardInterrupt:
-        # Injected just outside the step's own handler: still a cancelled step.
-        outcome = outcome or Outcome(name, Status.CANCELLED, attempt=attempt)
-    if journal.lost is not None:
-        return _Lost(journal.lost)
-    return outcome
-
-
-def _running() -> list[str]:
-    """Run on each worker by ``client.run``: the tasks whose steps run there now."""
-    with _RUNNING_GUARD:
-        return list(_RUNNING)
-
-
-def _interrupt(tickets: list[str]) -> list[str]:
-    """Run on each worker by ``client.run``: raise KeyboardInterrupt in these steps."""
-    hit = []
-    with _RUNNING_GUARD:
-        for ticket in tickets:
-            ident = _RUNNING.get(ticket)
-            if ident is not None:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
-                )
-                hit.append(ticket)
-    return hit
-
-
-def _ignore_sigint_plugin(distributed: Any) -> Any:
-    """A worker plugin: Ctrl-C at the terminal reaches the driver only, which decides."""
-
-    class IgnoreSigint(distributed.WorkerPlugin):  # type: ignore[misc]
-        name = "expkit-ignore-sigint"
-
-        def setup(self, worker: Any) -> None:  # noqa: ARG002
-            import signal
-
-            with contextlib.suppress(ValueError):  # not the main thread: nothing to do
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    return IgnoreSigint()
-
-
 # -- the driver side -------------------------------------------------------------------
 
 
@@ -450,18 +141,18 @@ class _Snapshots:
         self._client = client
         #: Scattered blobs by digest (values and snapshot parts), kept while needed.
         self.scattered: dict[bytes, Any] = {}
-        self._base: _Part = _EMPTY_PART
+        self._base: Part = EMPTY_PART
         self._base_refs: frozenset[bytes] = frozenset()
         self._base_values: dict[str, bytes] = {}
         self._base_records: dict[str, object] = {}
 
-    def ship(self, env: Environment, run: str) -> tuple[_Shipment, frozenset[bytes]]:
+    def ship(self, env: Environment, run: str) -> tuple[Shipment, frozenset[bytes]]:
         """The shipment for a batch, and the digests of the blobs it refers to."""
         view = env._view()  # noqa: SLF001 - the committed state, as every executor reads it
         journal = view._journal  # noqa: SLF001
         slots = view._slots  # noqa: SLF001
         items = view._steps._items  # noqa: SLF001
-        if isinstance(self._base, _Ref) and not self._alive(self._base.digest):
+        if isinstance(self._base, Ref) and not self._alive(self._base.digest):
             self._base_values, self._base_records = {}, {}  # lost with a worker: rebuild
         values: dict[str, Stored | None] = {}
         for key, entry in slots.items():
@@ -476,13 +167,13 @@ class _Snapshots:
         refs: set[bytes] = set()
         if len(values) + len(records) > REBASE_ENTRIES or not self._base_values_alive():
             self._rebase(journal, slots, items)
-            delta: _Part = _EMPTY_PART
+            delta: Part = EMPTY_PART
         else:
             shipped = self._shippable(journal, values, refs)
             delta = self._part((shipped, records), DELTA_INLINE, refs)
         refs |= self._base_refs
         where = str(env.resultdir)
-        return _Shipment(run, where, env.durable, self._base, delta), frozenset(refs)
+        return Shipment(run, where, env.durable, self._base, delta), frozenset(refs)
 
     def _rebase(
         self, journal: Journal | None, slots: Mapping[str, Any], items: Mapping[str, object]
@@ -523,7 +214,7 @@ class _Snapshots:
             shipped[key] = Stored(stored.digest, None, 0, stored.size, 0)
         return shipped
 
-    def _part(self, table: object, inline: int, refs: set[bytes]) -> _Part:
+    def _part(self, table: object, inline: int, refs: set[bytes]) -> Part:
         data = pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) <= inline:
             return data
@@ -531,10 +222,10 @@ class _Snapshots:
         if not self._alive(digest):
             self._scatter(digest, data)
         refs.add(digest)
-        return _Ref(digest, len(data))
+        return Ref(digest, len(data))
 
     def _scatter(self, digest: bytes, data: bytes) -> None:
-        key = _blob_key(digest)
+        key = blob_key(digest)
         self.scattered[digest] = self._client.scatter({key: data})[key]
         self._client.log_event(
             SHIPPED_TOPIC, {"op": "scattered", "digest": digest.hex(), "bytes": len(data)}
@@ -547,7 +238,7 @@ class _Snapshots:
     def prune(self, live: set[bytes]) -> None:
         """Release blobs that no pending task and no current snapshot refers to."""
         keep = live | self._base_refs
-        if isinstance(self._base, _Ref):
+        if isinstance(self._base, Ref):
             keep.add(self._base.digest)
         for digest in [d for d in self.scattered if d not in keep]:
             del self.scattered[digest]
@@ -587,7 +278,7 @@ class DaskExecutor(Executor):
         if address is None:
             self._cluster = _local_cluster(distributed, jobs)
             client = distributed.Client(self._cluster, set_as_default=False)
-            client.register_plugin(_ignore_sigint_plugin(distributed))
+            client.register_plugin(ignore_sigint_plugin(distributed))
         else:
             try:
                 client = distributed.Client(
@@ -662,7 +353,7 @@ class DaskExecutor(Executor):
         if not tasks:
             return
         # One burst for the whole batch: a sweep reaches the scheduler at once.
-        futures = self._client.map(_run, tasks, shipment=shipment, key=tickets, pure=False)
+        futures = self._client.map(run_step, tasks, shipment=shipment, key=tickets, pure=False)
         for ticket, future, (job, resends) in zip(tickets, futures, sent, strict=True):
             self._pending[ticket] = _Pending(job, future, refs, resends)
             self._timed += job.timeout is not None
@@ -746,7 +437,7 @@ class DaskExecutor(Executor):
         results = self._client.gather([p.future for p in fetch]) if fetch else []
         for pending, result in zip(fetch, results, strict=True):
             self._forget(pending.future.key)
-            if isinstance(result, _Lost):
+            if isinstance(result, Lost):
                 self._snapshots.forget(result.digest)
                 again.append((pending.job, pending.resends))
             else:
@@ -809,7 +500,7 @@ class DaskExecutor(Executor):
             return
         self._polled = now
         try:
-            answers = self._client.run(_running)
+            answers = self._client.run(running_steps)
         except Exception:  # noqa: BLE001 - a worker gone meanwhile: look again later
             return
         for tickets in answers.values():
@@ -866,7 +557,7 @@ class DaskExecutor(Executor):
         hit: set[str] = set()
         if self._pending:
             with contextlib.suppress(Exception):  # a worker gone meanwhile: its step is lost anyway
-                answers = self._client.run(_interrupt, list(self._pending))
+                answers = self._client.run(interrupt_steps, list(self._pending))
                 hit = {ticket for found in answers.values() for ticket in found}
         # The others have not started: they will not.
         queued = [t for t in self._pending if t not in hit]
