@@ -29,6 +29,9 @@ class Node:
     deferred: bool = False
 
 
+_NO_POINT: Mapping[str, Any] = {}
+
+
 class _Deferred(Exception):  # noqa: N818 - a signal, not an error
     """This sweep's grid is read once its prerequisites are done."""
 
@@ -75,24 +78,29 @@ def _closure(
     for target in targets:
         if target.name in done:
             continue
-        path: list[Task[Any, Any]] = [target]
+        stack = [(target, iter(target.options.requires))]
         on_path = {target.name}
-        pending = [iter(_requires(target, registry, lenient=lenient))]
-        while pending:
-            step = next(pending[-1], None)
-            if step is None:
-                pending.pop()
-                finished = path.pop()
-                on_path.discard(finished.name)
-                done.add(finished.name)
-                order.append(finished)
-            elif step.name in on_path:
-                names = [s.name for s in path]
-                raise CycleError([*names[names.index(step.name) :], step.name])
-            elif step.name not in done:
-                path.append(step)
-                on_path.add(step.name)
-                pending.append(iter(_requires(step, registry, lenient=lenient)))
+        while stack:
+            step, pending = stack[-1]
+            for name in pending:
+                if name in done:
+                    continue
+                if name in on_path:
+                    names = [s.name for s, _ in stack]
+                    raise CycleError([*names[names.index(name) :], name])
+                found = registry.get(name)
+                if found is None:
+                    if lenient:
+                        continue
+                    raise UnknownStepError(name, registry)
+                on_path.add(name)
+                stack.append((found, iter(found.options.requires)))
+                break
+            else:
+                stack.pop()
+                on_path.discard(step.name)
+                done.add(step.name)
+                order.append(step)
     return order
 
 
@@ -145,9 +153,13 @@ def build_graph(
     # A prerequisite of another step is needed whole, whatever a target selected.
     needed_whole = {name for step in steps for name in step.options.requires}
     for step in steps:
-        requires = tuple(
-            name for req in _requires(step, registry, lenient=False) for name in members[req.name]
-        )
+        # The closure checked every name: members has each prerequisite.
+        required = step.options.requires
+        requires = tuple(name for req in required for name in members[req]) if required else ()
+        if step.options.grid is None:  # the common case, kept cheap for big graphs
+            nodes[step.name] = Node(step.name, step, _NO_POINT, requires)
+            members[step.name] = [step.name]
+            continue
         try:
             if step.name in defer:
                 raise _Deferred  # noqa: TRY301 - one path for both reasons to defer

@@ -85,7 +85,9 @@ def make(
     environment = _environment_for(env, new=new, resume_from=resume_from)
     runner = get_executor(executor, jobs, address)
     forced = [f if isinstance(f, str) else f.name for f in force]
-    hint = resume_hint or _resume_call(targets, environment)
+    hint = resume_hint or _resume_call(
+        targets, environment, params=params, executor=executor, jobs=jobs
+    )
     driver = _Driver(environment, runner, jobs, fail_fast=fail_fast, hint=hint, on_event=on_event)
     try:
         report = driver.run(list(targets), registry, forced, params or {})
@@ -128,10 +130,24 @@ def _create(env: str | os.PathLike[str] | None) -> Environment:
     return Environment.create(path.parent, path.name)
 
 
-def _resume_call(targets: Iterable[Task[Any, Any] | str], env: Environment) -> str:
-    names = [repr(t if isinstance(t, str) else t.name) for t in targets]
-    where = env.resultdir if env._journal is not None else None  # noqa: SLF001
-    return f"make({', '.join([*names, f'env={str(where)!r}'])})"
+def _resume_call(
+    targets: Iterable[Task[Any, Any] | str],
+    env: Environment,
+    *,
+    params: Mapping[str, Mapping[str, Any]] | None,
+    executor: str | Executor,
+    jobs: int | None,
+) -> str:
+    """The call that resumes this run: same targets, params and executor, this environment."""
+    parts = [repr(t if isinstance(t, str) else t.name) for t in targets]
+    parts.append(f"env={str(env.resultdir)!r}")
+    if params:
+        parts.append(f"params={ {k: dict(v) for k, v in params.items()}!r}")
+    if isinstance(executor, str) and executor != "sequential":
+        parts.append(f"executor={executor!r}")
+    if jobs is not None:
+        parts.append(f"jobs={jobs}")
+    return f"make({', '.join(parts)})"
 
 
 def _now() -> datetime:

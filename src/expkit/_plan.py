@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
@@ -143,16 +144,34 @@ def make_plan(
     chosen += [
         name for name in forced if name not in {t if isinstance(t, str) else t.name for t in chosen}
     ]
+    # A plan builds many small objects that live on: the cyclic collector
+    # would only scan them again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _make_plan(chosen, env, registry, forced, params or {})
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _make_plan(
+    chosen: list[Task[Any, Any] | str],
+    env: Environment | None,
+    registry: Mapping[str, Task[Any, Any]],
+    forced: list[str],
+    params: Params,
+) -> Plan:
     nodes = build_graph(chosen, registry, env)
-    _check_params_names(params or {}, nodes)
-    entries = _decide(nodes, env, forced, params or {})
+    _check_params_names(params, nodes)
+    entries = _decide(nodes, env, forced, params)
     # A sweep whose grid reads data from a step that runs again waits for it:
     # its instances are read from the new data, in a later wave of the run.
     defer: set[str] = set()
     while stale := _stale_sweeps(nodes, entries) - defer:
         defer |= stale
         nodes = build_graph(chosen, registry, env, defer)
-        entries = _decide(nodes, env, forced, params or {})
+        entries = _decide(nodes, env, forced, params)
     return Plan(entries, nodes, env)
 
 
@@ -191,10 +210,13 @@ def _decide(
     entries: dict[str, PlanEntry] = {}
     for name, node in nodes.items():
         step = node.step
-        given = dict(node.point)
+        given: dict[str, Any] = {}
         for target, selector, values in by_selector:
             if target == step.name and selects(selector, node.point):
                 given.update(values)
+        if node.point:
+            _check_no_clash(name, step.name, given, node.point)
+            given.update(node.point)
         call_params = step.params_for(given) if not node.deferred else {}
         record = records.get(name)
         action, reason = _judge(
@@ -213,6 +235,18 @@ def _decide(
     return list(entries.values())
 
 
+def _check_no_clash(
+    name: str, step: str, given: Mapping[str, Any], point: Mapping[str, Any]
+) -> None:
+    clash = sorted(key for key in given if key in point and given[key] != point[key])
+    if clash:
+        msg = (
+            f"params for {name!r} set {clash[0]!r}, which its grid sets: "
+            f"select instances with make('{step}[{clash[0]}=...]') instead"
+        )
+        raise TypeError(msg)
+
+
 def _judge(
     node: Node,
     record: StepRecord | None,
@@ -225,7 +259,7 @@ def _judge(
     """The action and reason for one node; the rules apply in this order."""
     if node.deferred:
         return RUN, "a sweep whose instances are known once its prerequisites are done"
-    if any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
+    if forced and any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
         return RUN, "forced"
     if record is None or record.status in (Status.PENDING, Status.WAITING):
         return RUN, "never run"
@@ -250,7 +284,7 @@ def _not_done(record: StepRecord) -> str:
     return str(status.value).lower()  # cancelled
 
 
-def _judge_done(
+def _judge_done(  # noqa: PLR0911 - one return per re-run rule
     node: Node,
     record: StepRecord,
     call_params: Mapping[str, Any],
@@ -263,8 +297,14 @@ def _judge_done(
         done = records.get(upstream)
         if done is not None and done.ended and record.started and done.ended > record.started:
             return RUN, f"upstream {upstream!r} finished after this step ran"
-    stored = record.fingerprint or ""
-    if stored[16:] != params_fingerprint(call_params):
+    stored = record.fingerprint
+    if not stored:
+        return SKIP, "up to date (marked done without a fingerprint)"
+    # Most steps run with their defaults: their fingerprint is computed once.
+    printed = node.step.defaults_fingerprint
+    if printed is None or call_params != node.step.defaults:
+        printed = params_fingerprint(call_params)
+    if stored[16:] != printed:
         return RUN, "params changed"
     if stored[:16] != node.step.code_fingerprint:
         if node.step.options.rerun_on_change:

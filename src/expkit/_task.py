@@ -43,6 +43,8 @@ class TaskOptions:
 
 #: Every decorated step by name, for ``requires=["name"]`` and the planner.
 registry: dict[str, Task[Any, Any]] = {}
+#: Names some decorated step requires (never pruned: a stale name costs one check).
+_REQUIRED: set[str] = set()
 
 
 class Task(Generic[P, R]):
@@ -93,6 +95,8 @@ class Task(Generic[P, R]):
     def params_for(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments a run passes: defaults, then ``given``, checked."""
         defaults, required, names, var_keyword = self._parameters
+        if not given and not required:
+            return dict(defaults)
         params = {**defaults, **given}
         unknown = sorted(set(given) - names) if not var_keyword else []
         if unknown:
@@ -108,6 +112,19 @@ class Task(Generic[P, R]):
             )
             raise TypeError(msg)
         return params
+
+    @functools.cached_property
+    def defaults_fingerprint(self) -> str | None:
+        """The params fingerprint of a run given no params; ``None`` if some are required."""
+        from ._fingerprint import params_fingerprint
+
+        defaults, required, _, _ = self._parameters
+        return None if required else params_fingerprint(defaults)
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """The parameters' default values."""
+        return self._parameters[0]
 
     def make(self, **kwargs: Any) -> Any:
         """Same as ``make(step, **kwargs)``: run what this step misses, skip what is done."""
@@ -283,7 +300,10 @@ def task(
         previous = registry.get(step.name)
         registry[step.name] = step
         try:
-            check_acyclic(step, registry)
+            # Only a step some declared step requires can close a cycle: checking
+            # the others would make declaring n steps cost n^2.
+            if step.name in _REQUIRED or step.name in options.requires:
+                check_acyclic(step, registry)
         except CycleError:
             # Leave the registry as it was: a notebook cell fixed and re-run works.
             if previous is None:
@@ -291,6 +311,7 @@ def task(
             else:
                 registry[step.name] = previous
             raise
+        _REQUIRED.update(options.requires)
         return step
 
     return decorate if fn is None else decorate(fn)
