@@ -211,7 +211,7 @@ def _decide(
     for name, node in nodes.items():
         step = node.step
         given: dict[str, Any] = {}
-        for target, selector, values in by_selector:
+        for target, selector, values in by_selector or ():
             if target == step.name and selects(selector, node.point):
                 given.update(values)
         if node.point:
@@ -222,15 +222,9 @@ def _decide(
         action, reason = _judge(
             node, record, call_params, decided=entries, records=records, forced=force_selectors
         )
-        entries[name] = PlanEntry(
-            name=name,
-            action=action,
-            reason=reason,
-            status=record.status if record is not None else Status.PENDING,
-            step=step.name,
-            params=call_params,
-            requires=node.requires,
-            priority=step.options.priority,
+        status = record.status if record is not None else Status.PENDING
+        entries[name] = PlanEntry(  # positional: ten thousand of these must be cheap
+            name, action, reason, status, step.name, call_params, node.requires, step.priority
         )
     return list(entries.values())
 

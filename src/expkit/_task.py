@@ -55,6 +55,7 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.options = options
         self.name = options.name
+        self.priority = options.priority
         self._requires = options.requires
 
     @functools.cached_property
