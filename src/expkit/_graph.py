@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import CycleError, UnknownStepError
 from ._instances import grid_points, instance_name, parse_selector, selects, step_done
@@ -16,9 +15,11 @@ if TYPE_CHECKING:
 __all__ = ["Node", "build_graph", "check_acyclic", "leaves", "resolve_step"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, eq=False)
-class Node:
-    """One thing to run: a plain step, or one instance of a sweep."""
+class Node(NamedTuple):
+    """One thing to run: a plain step, or one instance of a sweep.
+
+    A named tuple: a plan makes ten thousand of these, and they are cheap.
+    """
 
     name: str
     step: Task[Any, Any]
