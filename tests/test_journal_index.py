@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from expkit import Environment, Owner, Status, StepRecord, task
+from expkit import Environment, NoEnvironmentError, Owner, Status, StepRecord, task
 from expkit import _journal as journal
 from expkit._journal import BLOB_THRESHOLD, INDEX_EVERY, Stored, as_stored
 from expkit._records import StoredResult
@@ -21,6 +21,12 @@ from expkit._runner import _bind, bound_params
 from expkit._steps import StepRecords
 
 from .helpers import run_python
+
+
+class Name(str):
+    """A str subclass, as a key (marshal, which writes the index cache, refuses it)."""
+
+    __slots__ = ()
 
 
 def _index(path: Path) -> Path:
@@ -129,8 +135,7 @@ class TestRememberedIndex:
             env[f"k{i}"] = i
             env.dump()
         before = _index(Path("e")).read_bytes()
-        assert journal._last_index is not None
-        assert journal._last_index[0] == before
+        assert journal._indexes[os.stat("e/env").st_ino][0] == before
         run_python(
             f"""
             from expkit import Environment
@@ -158,7 +163,7 @@ class TestRememberedIndex:
             env[f"k{i}"] = [i]
             env.dump()
         remembered = Environment.load("e")
-        monkeypatch.setattr(journal, "_last_index", None)
+        monkeypatch.setattr(journal, "_indexes", {})
         unpickled = Environment.load("e")
         assert _data(remembered) == _data(unpickled) == {f"k{i}": [i] for i in range(INDEX_EVERY)}
         assert remembered.steps == unpickled.steps
@@ -178,6 +183,66 @@ class TestRememberedIndex:
             second.dump()
             assert Environment.load("a")["who"] == f"a{i}"
             assert Environment.load("b")["who"] == f"b{i}"
+
+
+class TestOpening:
+    """Loading opens the journal under the lock, and leaves nothing behind where it finds none."""
+
+    def test_directory_without_journal_gets_no_lock_file(self, tmp_path: Path) -> None:
+        """A directory that holds no environment raises, and no lock file appears in it."""
+        (tmp_path / "plain").mkdir()
+        with pytest.raises(NoEnvironmentError):
+            Environment.load(tmp_path / "plain")
+        assert list((tmp_path / "plain").iterdir()) == []
+
+    def test_journal_copied_without_its_lock_file_loads(self, tmp_path: Path) -> None:
+        """A journal copied alone into a directory is an environment; it gets a lock file."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        env["k"] = [1, 2]
+        env.dump()
+        (tmp_path / "copy").mkdir(mode=0o700)
+        (tmp_path / "copy" / "env").write_bytes(Path("e/env").read_bytes())
+        (tmp_path / "copy" / "env").chmod(0o600)
+        copy = Environment.load(tmp_path / "copy")
+        assert copy["k"] == [1, 2]
+        copy["k"] = "again"
+        copy.dump()
+        assert (tmp_path / "copy" / "lock").exists()
+        assert Environment.load(tmp_path / "copy")["k"] == "again"
+
+    def test_journal_replaced_between_open_and_first_read(self) -> None:
+        """The journal read is the one named env under the lock, not an older one."""
+        first = Environment.create(".", "e", symlink=False, durable=False)
+        first["v"] = 1
+        first.dump()
+        opened = journal.Journal.open("e", durable=False)
+        for i in range(300):  # another handle compacts: env is a new file
+            first["churn"] = "c" * 2000 + str(i)
+            first.dump()
+        opened.lock()
+        try:
+            update = opened.read_new()
+        finally:
+            opened.unlock()
+        assert update is not None
+        assert update.full
+        assert {"v", "churn"} <= set(update.data)
+        opened.close()
+
+
+class TestIndexForms:
+    """The index cache holds builtins only; what it cannot hold, it leaves to the journal."""
+
+    def test_key_of_a_str_subclass(self) -> None:
+        """A key of a str subclass is committed and reloaded, with or without an index cache."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        for i in range(INDEX_EVERY * 2):
+            env[Name(f"k{i % 2}")] = i
+            env.dump()
+        assert _data(Environment.load("e")) == {
+            "k0": INDEX_EVERY * 2 - 2,
+            "k1": INDEX_EVERY * 2 - 1,
+        }
 
 
 class TestCompactionPlanning:

@@ -14,7 +14,6 @@ from ._errors import (
     CorruptValueError,
     NoEnvironmentError,
     UnpicklableValueError,
-    UntrustedEnvironmentError,
 )
 from ._journal import Entry, Journal, Stored, Update, as_stored, digest_of
 from ._paths import (
@@ -22,7 +21,6 @@ from ._paths import (
     durable_default,
     repoint,
     timestamp_name,
-    untrusted_reason,
 )
 from ._process import is_alive
 from ._records import StepRecord
@@ -142,16 +140,22 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 "no ./current link here; run a step with new=True, or pass env=",
             )
         where = os.fspath(path) if path is not None else str(CURRENT_LINK)
-        journal = Journal.open(where, durable=durable_default(durable))
+        # Unless trusted, the journal refuses a directory or a journal file
+        # others could write, before anything is unpickled.
+        journal = Journal.open(where, durable=durable_default(durable), trust=trust)
+        env = cls._bind(journal)
         try:
-            if not trust:
-                _check_trusted(journal)
-            env = cls._bind(journal)
-            env.refresh()
+            journal.lock()
+            try:
+                update = journal.read_new()
+            finally:
+                journal.unlock()
         except BaseException:
             journal.close()
             raise
-        env._mark_interrupted()  # noqa: SLF001 - our own class
+        if update is not None:
+            env._absorb(update)  # noqa: SLF001 - our own class
+        env._mark_interrupted()  # noqa: SLF001
         return env
 
     @classmethod
@@ -347,14 +351,14 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 update = journal.read_new()
                 if update is not None:
                     self._absorb(update)
-                data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
+                if self._assigned or self._touched or self._deleted:
+                    data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
+                else:
+                    data, digests, failed = {}, {}, []
                 changed = set(data)
                 if before is not None:
                     before(changed)
-                steps = {
-                    name: self._steps[name].to_state() if name in self._steps else None
-                    for name in self._steps_dirty
-                }
+                steps = self._steps.states(self._steps_dirty) if self._steps_dirty else {}
                 if data or steps:
                     stored = journal.append(data, steps, label, digests, sync=sync)
                     for key, item in stored.items():
@@ -365,7 +369,9 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 self._touched.clear()
                 self._deleted.clear()
                 self._steps_dirty.clear()
-                if (sync or not journal.durable) and not self._upkeep_held:
+                # Upkeep waits for a synced commit: a RUNNING claim is soon
+                # followed by its step's record, and a run's group commit by a sync.
+                if sync and not self._upkeep_held:
                     self._upkeep(journal)
             finally:
                 journal.unlock()
@@ -609,16 +615,6 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             path = Path(self["config_file"]).absolute()
             self["config"] = load_config(path)
             self["config_file"] = str(path)
-
-
-def _check_trusted(journal: Journal) -> None:
-    """Refuse an environment another user could have written: loading it unpickles."""
-    reason = untrusted_reason(journal.stat_dir())
-    if reason is not None:
-        raise UntrustedEnvironmentError(journal.opened_as, reason)
-    reason = untrusted_reason(journal.stat_journal())
-    if reason is not None:
-        raise UntrustedEnvironmentError(journal.opened_as / "env", reason)
 
 
 def _merged(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

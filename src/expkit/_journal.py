@@ -31,15 +31,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import marshal
 import os
 import pickle
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ._errors import CorruptEnvironmentError, EnvironmentExistsError, NoEnvironmentError
+from ._errors import (
+    CorruptEnvironmentError,
+    EnvironmentExistsError,
+    NoEnvironmentError,
+    UntrustedEnvironmentError,
+)
+from ._paths import untrusted_reason
 
 __all__ = [
     "FORMAT_VERSION",
@@ -65,8 +73,13 @@ _FRAME_SIZE = _FRAME.size + _CRC.size
 _FRAME_MAGIC = b"\xe5Xj\x01"
 _BLOB, _COMMIT = 1, 2
 _KINDS = (_BLOB, _COMMIT)
-_INDEX_MAGIC = b"EXPKITIX"
+#: The index cache: this magic, a crc32, then a marshal (version 4, the same
+#: in every Python 3.4 on) of builtins only: faster to write and read than a
+#: pickle. A cache in another form fails its magic or its checksum and is ignored.
+_INDEX_MAGIC = b"EXPKITI4"
+_MARSHAL_VERSION = 4
 _ANCHOR = 64
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 _COMPACTION = "compaction"
 
 #: Values larger than this go to a blob frame of their own.
@@ -231,15 +244,26 @@ class Journal:
     :meth:`append`.
     """
 
-    def __init__(self, dir_fd: int, where: str, *, durable: bool) -> None:
+    def __init__(
+        self,
+        dir_fd: int,
+        where: str,
+        *,
+        durable: bool,
+        lock_fd: int | None = None,
+        trust: bool = True,
+    ) -> None:
         self._dir_fd = dir_fd
         self._where = where
         self.durable = durable
-        self._lock_fd = -1
+        #: Whether the journal file may be read without checking who can write it.
+        self._trust = trust
         self._fd = -1
         self._ino = -1
-        self._lock_fd = os.open(
-            LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+        self._lock_fd = (
+            os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            if lock_fd is None
+            else lock_fd
         )
         #: End of the last valid commit we have read (or written).
         self._end = 0
@@ -255,7 +279,8 @@ class Journal:
         #: Where the journal's compaction commit ends, if it starts with one:
         #: what a compaction leaves, whatever the step records weigh.
         self._compacted = 0
-        self._info: os.stat_result | None = None
+        #: The journal's last bytes as we appended them: ``(end, bytes before end)``.
+        self._tail: tuple[int, bytes] = (0, b"")
         self._commits_since_index = 0
         self._unsynced = False
 
@@ -293,8 +318,12 @@ class Journal:
         return journal
 
     @classmethod
-    def open(cls, where: str, *, durable: bool) -> Journal:
-        """Open the journal of directory ``where`` (or of the journal file ``where``)."""
+    def open(cls, where: str, *, durable: bool, trust: bool = True) -> Journal:
+        """Open the journal of directory ``where`` (or of the journal file ``where``).
+
+        Unless ``trust``, refuse a directory (now) or a journal file (when
+        first read) that another user owns or others may write.
+        """
         try:
             try:
                 dir_fd = _open_dir(where)
@@ -305,47 +334,69 @@ class Journal:
             raise NoEnvironmentError(where) from None
         where = where if os.path.isabs(where) else os.path.abspath(where)
         try:
-            journal = cls(dir_fd, where, durable=durable)
+            try:
+                lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=dir_fd)
+            except FileNotFoundError:
+                # A journal without its lock file (copied alone) gets one; a
+                # directory without a journal is no environment (and gets nothing).
+                try:
+                    os.stat(JOURNAL_NAME, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    raise NoEnvironmentError(where) from None
+                lock_fd = os.open(
+                    LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+                )
         except BaseException:
             os.close(dir_fd)
             raise
-        try:
-            journal._open_journal()
-        except FileNotFoundError:
-            journal.close()
-            raise NoEnvironmentError(where) from None
-        except BaseException:
-            journal.close()
-            raise
+        journal = cls(dir_fd, where, durable=durable, lock_fd=lock_fd, trust=trust)
+        if not trust:
+            reason = untrusted_reason(os.fstat(dir_fd))
+            if reason is not None:
+                journal.close()
+                raise UntrustedEnvironmentError(where, reason)
+        # The journal file itself is opened at the first read, under the lock.
         return journal
 
     def _open_journal(self) -> None:
         """Open the file named ``env`` now (replacing our descriptor of an older one)."""
-        fd = os.open(JOURNAL_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            fd = os.open(JOURNAL_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            raise NoEnvironmentError(self._where) from None
         try:
             info = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
+        reason = None if self._trust else untrusted_reason(info)
+        if reason is not None:
+            os.close(fd)
+            raise UntrustedEnvironmentError(Path(self._where) / JOURNAL_NAME, reason)
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
         self._ino = info.st_ino
         self._size = info.st_size
-        self._info = info
+        self._loaded = False
 
     def close(self) -> None:
         """Release the file descriptors."""
-        for fd in (self._fd, self._lock_fd, self._dir_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        fds = (self._fd, self._lock_fd, self._dir_fd)
         self._fd = self._lock_fd = self._dir_fd = -1
+        for fd in fds:
+            if fd >= 0:
+                try:  # noqa: SIM105 - no context manager per descriptor: every direct call closes three
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def __del__(self) -> None:
         # The environment holding this journal is gone: give back its descriptors.
-        with contextlib.suppress(Exception):
+        try:  # noqa: SIM105 - as in close()
             self.close()
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit os may be gone already
+            pass
 
     # -- where -----------------------------------------------------------
 
@@ -374,7 +425,7 @@ class Journal:
 
     def stat_journal(self) -> os.stat_result:
         """``stat`` of the journal file as opened."""
-        return self._info if self._info is not None else os.fstat(self._fd)
+        return os.fstat(self._fd)
 
     @property
     def size(self) -> int:
@@ -385,12 +436,12 @@ class Journal:
 
     def lock(self) -> None:
         """Take the environment's file lock (see :meth:`locked`)."""
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        _flock(self._lock_fd, _LOCK_EX)
 
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock`."""
         self._size = -1  # others may write as soon as it is released
-        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        _flock(self._lock_fd, _LOCK_UN)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -409,9 +460,13 @@ class Journal:
 
     def read_new(self) -> Update | None:
         """What the commits made since the last call changed, or ``None`` (lock held)."""
+        if self._fd < 0:
+            # The first look: the file named env now (no one replaces it while we hold the lock).
+            self._open_journal()
+            return self._read_all()
         info = os.stat(JOURNAL_NAME, dir_fd=self._dir_fd)
-        if info.st_ino != self._ino or self._fd < 0:
-            # Replaced by another process's compaction (or never opened): read it afresh.
+        if info.st_ino != self._ino:
+            # Replaced by another process's compaction: read it afresh.
             self._open_journal()
             return self._read_all()
         size = self._size = info.st_size  # the same file: its size
@@ -434,17 +489,8 @@ class Journal:
     def _read_all(self) -> Update:
         """The whole state: from the index cache when it is valid, else from the start."""
         head = os.pread(self._fd, len(_HEADER), 0)
-        if head[:8] != _HEADER_PREFIX:
-            raise CorruptEnvironmentError(self.path, "not an expkit journal (bad header)", 0)
-        if len(head) < len(_HEADER):
-            raise CorruptEnvironmentError(self.path, "truncated header", len(head))
-        version = struct.unpack("<H", head[8:10])[0]
-        if version != FORMAT_VERSION:
-            raise CorruptEnvironmentError(
-                self.path,
-                f"format version {version}; this expkit reads version {FORMAT_VERSION} "
-                "— use the expkit version that wrote it",
-            )
+        if head != _HEADER:
+            self._bad_header(head)
         self._loaded = False
         self._data, self._states, self._live, self._compacted = {}, {}, 0, 0
         self._end = len(_HEADER)
@@ -456,6 +502,19 @@ class Journal:
         data: dict[str, Entry | None] = dict(self._data)
         steps: dict[str, dict[str, Any] | PackedState | None] = dict(self._states)
         return Update(data, steps, full=True)
+
+    def _bad_header(self, head: bytes) -> None:
+        if head[:8] != _HEADER_PREFIX:
+            raise CorruptEnvironmentError(self.path, "not an expkit journal (bad header)", 0)
+        if len(head) < len(_HEADER):
+            raise CorruptEnvironmentError(self.path, "truncated header", len(head))
+        version = struct.unpack("<H", head[8:10])[0]
+        if version != FORMAT_VERSION:
+            raise CorruptEnvironmentError(
+                self.path,
+                f"format version {version}; this expkit reads version {FORMAT_VERSION} "
+                "— use the expkit version that wrote it",
+            )
 
     def _scan(self, update: Update, start: int, end: int, buf: bytes = b"") -> None:
         """Apply the commits in ``[start, end)`` to the index and to ``update``.
@@ -487,7 +546,11 @@ class Journal:
 
     def _apply_commit(self, update: Update, payload: bytes, offset: int) -> None:
         try:
-            entries, steps, label = pickle.loads(payload)  # builtins only, checksummed
+            known = _appended.get(payload)
+            if known is not None:  # the very bytes this process wrote: what they unpickle to
+                entries, steps, label = known
+            else:
+                entries, steps, label = pickle.loads(payload)  # builtins only, checksummed
             if label == _COMPACTION and self._end == len(_HEADER):
                 # The file's first commit: it was made by a compaction.
                 self._compacted = offset + _FRAME_SIZE + len(payload)
@@ -581,13 +644,24 @@ class Journal:
             stored[key] = item
             entries[key] = item.to_tuple()
         payload = pickle.dumps((entries, steps, label), protocol=pickle.HIGHEST_PROTOCOL)
-        chunks.append(_frame(_COMMIT, payload))
+        frame = _frame(_COMMIT, payload)
+        chunks.append(frame)
         self._size = -1  # unknown until the write is whole
-        _pwrite_all(self._fd, chunks, self._end)
-        self._end = self._size = pos + _FRAME_SIZE + len(payload)
+        if len(chunks) > 1 or os.pwrite(self._fd, frame, self._end) != len(frame):
+            _pwrite_all(self._fd, chunks, self._end)  # blobs, or a short write: all again
+        self._end = self._size = pos + len(frame)
+        self._tail = (self._end, frame[-_ANCHOR:])
         self._commits_since_index += 1
         self._unsynced = True
         # The index follows the file only once the write succeeded.
+        self._put_data(data, stored)
+        self._put_states(steps)
+        _remember_payload(payload, (entries, steps, label))
+        if sync:
+            self.sync()
+        return stored
+
+    def _put_data(self, data: dict[str, bytes | None], stored: dict[str, Stored]) -> None:
         index, live = self._data, self._live
         for key, raw in data.items():
             old = index.get(key)
@@ -600,10 +674,6 @@ class Journal:
                 entry = index[key] = stored[key].to_entry()
                 live += _size_of(entry)
         self._live = live
-        self._put_states(steps)
-        if sync:
-            self.sync()
-        return stored
 
     def sync(self) -> None:
         """Make every appended commit durable (no-op when not durable)."""
@@ -663,7 +733,7 @@ class Journal:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(INDEX_NAME, dir_fd=self._dir_fd)
         self._open_journal()
-        self._data = index
+        self._data, self._loaded = index, True
         self._end = self._size = self._compacted = pos + _FRAME_SIZE + len(payload)
         self._commits_since_index = 0
         return moved
@@ -672,15 +742,20 @@ class Journal:
         # The index is a cache, rewritten in place and never fsynced: it is only
         # read and written under the lock, and one torn by a crash fails its
         # checksum, so loading falls back to scanning the journal.
-        anchor = _anchor(self._fd, self._end)
+        end, tail = self._tail
+        anchor = tail if end == self._end and len(tail) == _ANCHOR else _anchor(self._fd, self._end)
         states = self._states
         for name, state in states.items():
             if isinstance(state, dict):  # packed once, kept packed
                 states[name] = _pack(state)
-        body = pickle.dumps(
-            (self._ino, self._end, self._live, self._compacted, anchor, self._data, self._states),
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        self._commits_since_index = 0
+        try:
+            body = marshal.dumps(
+                (self._ino, self._end, self._live, self._compacted, anchor, self._data, states),
+                _MARSHAL_VERSION,
+            )
+        except ValueError:  # a key of a str subclass: no cache, loads scan the journal
+            return
         blob = _INDEX_MAGIC + _CRC.pack(zlib.crc32(body)) + body
         fd = os.open(
             INDEX_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
@@ -690,8 +765,8 @@ class Journal:
             os.ftruncate(fd, len(blob))
         finally:
             os.close(fd)
-        self._commits_since_index = 0
         _remember_index(
+            self._ino,
             blob,
             (self._ino, self._end, self._live, self._compacted, anchor, self._data, states),
         )
@@ -706,7 +781,7 @@ class Journal:
             raw = _read_to_end(fd)
         finally:
             os.close(fd)
-        index = _decode_index(raw)
+        index = _decode_index(raw, self._ino)
         if index is None:
             return None
         ino, end, live, compacted, anchor, entries, steps = index
@@ -722,42 +797,64 @@ class Journal:
         return tail[end - start :]
 
 
-#: The index cache this process last wrote or read: its bytes, and what they
-#: unpickle to (the dicts copied, as the journal changes its own). A load
-#: that finds these very bytes in ``env.index`` takes them without
-#: unpickling; what it takes is then checked against the journal as usual.
-_last_index: tuple[bytes, tuple[Any, ...]] | None = None
+#: The index caches this process last wrote or read, by journal inode: their
+#: bytes, and what they unpickle to (the dicts copied, as the journal changes
+#: its own). A load that finds these very bytes in ``env.index`` takes them
+#: without unpickling; what it takes is then checked against the journal as usual.
+_indexes: dict[int, tuple[bytes, tuple[Any, ...]]] = {}
+_INDEXES_KEEP = 8
 _REMEMBER_AT_MOST = 16 << 20
+_indexes_guard = threading.Lock()
 
 
-def _decode_index(raw: bytes) -> tuple[Any, ...] | None:
-    """What an index cache's bytes hold, or ``None`` if they fail their checksum."""
-    known = _last_index
+def _decode_index(raw: bytes, ino: int) -> tuple[Any, ...] | None:
+    """What the bytes of the index cache of journal ``ino`` hold, or ``None`` if damaged."""
+    known = _indexes.get(ino)
     if known is not None and known[0] == raw:
         # The very bytes this process last wrote or read: what they unpickle to.
-        ino, end, live, compacted, anchor, entries, steps = known[1]
-        return (ino, end, live, compacted, anchor, dict(entries), dict(steps))
+        index_ino, end, live, compacted, anchor, entries, steps = known[1]
+        return (index_ino, end, live, compacted, anchor, dict(entries), dict(steps))
     body = raw[len(_INDEX_MAGIC) + _CRC.size :]
     if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(body):
         return None
     try:
-        index: tuple[Any, ...] = pickle.loads(body)  # builtins, written by us, checksummed
-        ino, end, live, compacted, anchor, entries, steps = index
+        index: tuple[Any, ...] = marshal.loads(body)  # noqa: S302 - ours, checksummed, trusted dir
+        _, _, _, _, _, entries, steps = index
     except Exception:  # noqa: BLE001 - a bad cache is ignored, never trusted
         return None
     if not isinstance(entries, dict) or not isinstance(steps, dict):
         return None
-    _remember_index(raw, index)
+    _remember_index(ino, raw, index)
     return index
 
 
-def _remember_index(raw: bytes, index: tuple[Any, ...]) -> None:
-    global _last_index  # noqa: PLW0603 - a per-process cache of one entry
-    if len(raw) > _REMEMBER_AT_MOST:
-        _last_index = None
+def _remember_index(ino: int, raw: bytes, index: tuple[Any, ...]) -> None:
+    index_ino, end, live, compacted, anchor, entries, steps = index
+    copy = (index_ino, end, live, compacted, anchor, dict(entries), dict(steps))
+    with _indexes_guard:
+        _indexes.pop(ino, None)
+        if len(raw) <= _REMEMBER_AT_MOST:
+            _indexes[ino] = (raw, copy)
+        while len(_indexes) > _INDEXES_KEEP:
+            del _indexes[next(iter(_indexes))]
+
+
+#: The last commit frames this process appended: their payloads, and what they
+#: unpickle to. Reading back our own commits (the next load of a script that
+#: calls step after step) needs no unpickling. Compared in full, as a key.
+_appended: dict[bytes, tuple[Any, Any, Any]] = {}
+_APPENDED_KEEP = 8
+_APPENDED_AT_MOST = 64 * 1024
+_appended_guard = threading.Lock()
+
+
+def _remember_payload(payload: bytes, commit: tuple[Any, Any, Any]) -> None:
+    if len(payload) > _APPENDED_AT_MOST:
         return
-    ino, end, live, compacted, anchor, entries, steps = index
-    _last_index = (raw, (ino, end, live, compacted, anchor, dict(entries), dict(steps)))
+    with _appended_guard:
+        _appended[payload] = commit
+        while len(_appended) > _APPENDED_KEEP:
+            del _appended[next(iter(_appended))]
 
 
 def _pack(state: dict[str, Any]) -> PackedState:

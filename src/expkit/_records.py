@@ -139,10 +139,10 @@ class StepRecord:
         """Builtins-only form for storage."""
         return {
             "name": self.name,
-            "status": self.status.value,
+            "status": self.status._value_,
             "attempts": self.attempts,
-            "started": _ts(self.started),
-            "ended": _ts(self.ended),
+            "started": None if self.started is None else self.started.timestamp(),
+            "ended": None if self.ended is None else self.ended.timestamp(),
             "error": (self.error.type, self.error.message, self.error.traceback)
             if self.error
             else None,

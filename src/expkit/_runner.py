@@ -30,6 +30,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: The stored result of a step that returns None (most do): pickled once.
+_NONE_RESULT = StoredResult.of(None)
+
+
 #: A step whose parameters all may be given by keyword: their names (``env``
 #: aside) and, in order, each name with its default.
 _KeywordPlan = tuple[frozenset[str], tuple[tuple[str, Any], ...]]
@@ -106,9 +110,8 @@ def run_direct(
     def claim(_changed: set[str]) -> None:
         # Under the environment's file lock with every other commit read: two
         # processes cannot both find the step free.
-        missing = [req.name for req in step.requires if not step_done(env, req)]
-        if missing:
-            raise PrerequisiteError(name, missing)
+        if step.options.requires:
+            _check_requires(step, env, name)
         records = env._steps  # noqa: SLF001 - the runner is the environment's partner
         if records.status(name) is Status.RUNNING:
             owner = records[name].owner
@@ -141,7 +144,7 @@ def run_direct(
             _finish(env, name, tracker, Status.FAILED, attempts[0], error=error)
             raise
         try:
-            stored = StoredResult.of(result)
+            stored = _NONE_RESULT if result is None else StoredResult.of(result)
         except Exception as error:  # any pickling failure
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
             _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
@@ -152,6 +155,12 @@ def run_direct(
             _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
             raise
     return result
+
+
+def _check_requires(step: Task[Any, Any], env: Environment, name: str) -> None:
+    missing = [req.name for req in step.requires if not step_done(env, req)]
+    if missing:
+        raise PrerequisiteError(name, missing)
 
 
 def _attempt(
@@ -195,18 +204,21 @@ def _finish(
 
     def record(changed: set[str]) -> None:
         current = env._steps[name]  # noqa: SLF001
-        writes = tracker.assigned | tracker.deleted | (changed & tracker.reads)
-        changes: dict[str, Any] = {
-            "status": status,
-            "attempts": attempts,
-            "ended": ended,
-            "error": None if error is None else ErrorInfo.from_exception(error),
-            "reads": frozenset(tracker.reads),
-            "writes": frozenset(writes),
-        }
-        if result is not None:
-            changes["stored_result"] = result
-        env._put_record(current.replace(**changes))  # noqa: SLF001
+        reads = tracker.reads
+        writes = tracker.assigned | tracker.deleted
+        if changed and reads:
+            writes |= changed & reads
+        env._put_record(  # noqa: SLF001
+            current.replace(
+                status=status,
+                attempts=attempts,
+                ended=ended,
+                error=None if error is None else ErrorInfo.from_exception(error),
+                stored_result=current.stored_result if result is None else result,
+                reads=frozenset(reads),
+                writes=frozenset(writes),
+            )
+        )
 
     # A failed step keeps what it could store: its writes may name resources to clean up.
     env._commit(before=record, label=name, skip_unpicklable=status is not Status.DONE)  # noqa: SLF001

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import threading
 import types
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -104,6 +104,18 @@ class StepRecords(MutableMapping[str, StepRecord]):
         """A record's stored form as a dict (see :meth:`StepRecord.to_state`)."""
         item = self._items[name]
         return item.to_state() if isinstance(item, StepRecord) else _state(item)
+
+    def states(self, names: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """The stored forms of some records, as dicts; ``None`` for those not recorded."""
+        items = self._items
+        states: dict[str, dict[str, Any] | None] = {}
+        for name in names:
+            item = items.get(name)
+            if item is None:
+                states[name] = None
+            else:
+                states[name] = item.to_state() if isinstance(item, StepRecord) else _state(item)
+        return states
 
     def status(self, name: str) -> Status | None:
         """A record's status without decoding the rest of it, or ``None`` when unrecorded."""
