@@ -556,9 +556,13 @@ class DaskExecutor(Executor):
         # Ask every worker: a step may have started before its event reached us.
         hit: set[str] = set()
         if self._pending:
-            with contextlib.suppress(Exception):  # a worker gone meanwhile: its step is lost anyway
+            try:
                 answers = self._client.run(interrupt_steps, list(self._pending))
                 hit = {ticket for found in answers.values() for ticket in found}
+            except Exception:  # noqa: BLE001 - no answer (a busy or dying worker)
+                # Without an answer any step may be running: cancel none and let
+                # the driver wait for them (its grace period bounds the wait).
+                hit = set(self._pending)
         # The others have not started: they will not.
         queued = [t for t in self._pending if t not in hit]
         if queued:
