@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from expkit import Environment, NoEnvironmentError, Owner, Status, StepRecord, task
 from expkit import _journal as journal
 from expkit._journal import BLOB_THRESHOLD, INDEX_EVERY, Stored, as_stored
-from expkit._records import StoredResult
+from expkit._records import ErrorInfo, StoredResult, finished_state, running_state
 from expkit._runner import _bind, bound_params
 from expkit._steps import StepRecords
 
@@ -171,6 +173,29 @@ class TestRememberedIndex:
         remembered.dump()
         assert Environment.load("e")["k0"] == "changed"
         assert unpickled["k0"] == [0]
+
+    def test_shorter_index_over_a_longer_one(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An index rewritten shorter leaves the former one's tail, which readers ignore."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        env.update({f"k{i}": "x" * 100 for i in range(50)})
+        for _ in range(INDEX_EVERY):
+            env.dump()
+            env["n"] = env.get("n", 0) + 1
+        longer = _index(Path("e")).stat().st_size
+        for i in range(50):
+            del env[f"k{i}"]
+        for _ in range(INDEX_EVERY):
+            env["n"] += 1
+            env.dump()
+        assert _index(Path("e")).stat().st_size == longer  # rewritten in place
+        expected = {"n": env["n"]}
+        assert _data(Environment.load("e")) == expected
+        monkeypatch.setattr(journal, "_indexes", {})
+        assert _data(Environment.load("e")) == expected
+        assert journal._indexes  # the shorter index was read, not ignored
+        assert run_python(
+            "from expkit import Environment\nprint(dict(Environment.load('e')))\n"
+        ).stdout.strip() == str(expected)
 
     def test_two_environments_in_turn(self) -> None:
         """Alternating between environments never takes one's index for the other's."""
@@ -379,3 +404,87 @@ class TestBoundParams:
 
         assert bound_params(step, (), {"x": 2}) == {"a": 1, "x": 2}
         assert "more" not in inspect.signature(step.fn).bind_partial().arguments
+
+
+class TestRecordsInStoredForm:
+    """A direct call keeps its step's record in its stored form; it reads as the record would."""
+
+    def test_states_match_to_state(self) -> None:
+        """running_state and finished_state give what StepRecord.to_state gives."""
+        owner = Owner("host", 42, datetime(2026, 1, 2, tzinfo=timezone.utc))
+        started = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+        ended = datetime(2026, 1, 2, 3, 4, 6, 5, tzinfo=timezone.utc)
+        params = {"i": 5, "s": "x"}
+        running = StepRecord(
+            "s",
+            Status.RUNNING,
+            attempts=1,
+            started=started,
+            params=params,
+            fingerprint="f",
+            owner=owner,
+        )
+        owner_state = ("host", 42, owner.started.timestamp() if owner.started else None)
+        params_blob = pickle.dumps(params, protocol=pickle.HIGHEST_PROTOCOL)
+        state = running_state("s", started.timestamp(), params_blob, "f", owner_state)
+        assert state == running.to_state()
+        error = ErrorInfo("ValueError", "bad", "Traceback...")
+        done = running.replace(
+            status=Status.FAILED,
+            attempts=2,
+            ended=ended,
+            error=error,
+            stored_result=StoredResult(b"r"),
+            reads=frozenset({"b", "a"}),
+            writes=frozenset({"c"}),
+        )
+        finished = finished_state(
+            state,
+            status=Status.FAILED,
+            attempts=2,
+            ended=ended.timestamp(),
+            error=error,
+            result=b"r",
+            reads={"b", "a"},
+            writes={"c"},
+        )
+        assert finished == done.to_state()
+        assert StepRecord.from_state(finished) == done
+        assert state["status"] == "running"  # the running state is left as it was
+
+    def test_step_that_changes_its_own_record(self) -> None:
+        """A step that sets its own clocks keeps them; its end is recorded over them."""
+        start = datetime(2020, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+
+        @task
+        def clocked(env: Environment) -> int:
+            env.set_start_end_clock("clocked", start=start, end=None)
+            return 7
+
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        assert clocked(env=env) == 7
+        record = env.steps["clocked"]
+        assert record.status is Status.DONE
+        assert record.started == start
+        assert record.ended is not None
+        assert record.result == 7
+        loaded = Environment.load("e").steps["clocked"]
+        assert loaded == record
+
+    def test_record_read_during_the_step(self) -> None:
+        """Reading the step's record inside the step decodes it; the end is still recorded."""
+        seen: list[Status] = []
+
+        @task
+        def looks(env: Environment, x: int = 1) -> None:
+            seen.append(env.steps["looks"].status)
+            env["x"] = x
+
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        looks(env=env, x=3)
+        assert seen == [Status.RUNNING]
+        record = Environment.load("e").steps["looks"]
+        assert record.status is Status.DONE
+        assert record.params == {"x": 3}
+        assert record.writes == frozenset({"x"})
+        assert env.steps["looks"] == record

@@ -174,10 +174,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def _mark_interrupted(self) -> None:
         """RUNNING records whose owner died become INTERRUPTED (and are committed)."""
         with self._lock:
+            running = self._steps.running()
+            if not running:
+                return
             dead = [
-                record
-                for record in self._steps.running()
-                if record.owner is None or not is_alive(record.owner)
+                record for record in running if record.owner is None or not is_alive(record.owner)
             ]
             if not dead:
                 return

@@ -73,10 +73,13 @@ _FRAME_SIZE = _FRAME.size + _CRC.size
 _FRAME_MAGIC = b"\xe5Xj\x01"
 _BLOB, _COMMIT = 1, 2
 _KINDS = (_BLOB, _COMMIT)
-#: The index cache: this magic, a crc32, then a marshal (version 4, the same
-#: in every Python 3.4 on) of builtins only: faster to write and read than a
-#: pickle. A cache in another form fails its magic or its checksum and is ignored.
-_INDEX_MAGIC = b"EXPKITI4"
+#: The index cache: this magic, the body's length and crc32, then the body, a
+#: marshal (version 4, the same in every Python 3.4 on) of builtins only:
+#: faster to write and read than a pickle. A cache in another form fails its
+#: magic or its checksum and is ignored. It is rewritten in place, never
+#: truncated: what lies after its body is the tail of a longer former one.
+_INDEX_MAGIC = b"EXPKITI5"
+_INDEX_HEAD = struct.Struct("<8sQI")
 _MARSHAL_VERSION = 4
 _ANCHOR = 64
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
@@ -128,8 +131,8 @@ class Stored(NamedTuple):
 Entry = bytes | tuple[Any, ...]
 
 #: A step record's stored form as the index cache keeps it: its status, and
-#: the pickle of its dict (see ``StepRecord.to_state``), unpickled only when
-#: the record is used. In a commit frame, a record is the dict itself.
+#: the marshal of its dict (see ``StepRecord.to_state``), read only when the
+#: record is used. In a commit frame, a record is the dict itself.
 PackedState = tuple[str, bytes]
 
 
@@ -745,24 +748,23 @@ class Journal:
         end, tail = self._tail
         anchor = tail if end == self._end and len(tail) == _ANCHOR else _anchor(self._fd, self._end)
         states = self._states
-        for name, state in states.items():
-            if isinstance(state, dict):  # packed once, kept packed
-                states[name] = _pack(state)
         self._commits_since_index = 0
         try:
+            for name, state in states.items():
+                if isinstance(state, dict):  # packed once, kept packed
+                    states[name] = _pack(state)
             body = marshal.dumps(
                 (self._ino, self._end, self._live, self._compacted, anchor, self._data, states),
                 _MARSHAL_VERSION,
             )
-        except ValueError:  # a key of a str subclass: no cache, loads scan the journal
+        except ValueError:  # a str subclass (as a key): no cache, loads scan the journal
             return
-        blob = _INDEX_MAGIC + _CRC.pack(zlib.crc32(body)) + body
+        blob = _INDEX_HEAD.pack(_INDEX_MAGIC, len(body), zlib.crc32(body)) + body
         fd = os.open(
             INDEX_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
         )
         try:
             _write_all(fd, [blob])
-            os.ftruncate(fd, len(blob))
         finally:
             os.close(fd)
         _remember_index(
@@ -809,13 +811,17 @@ _indexes_guard = threading.Lock()
 
 def _decode_index(raw: bytes, ino: int) -> tuple[Any, ...] | None:
     """What the bytes of the index cache of journal ``ino`` hold, or ``None`` if damaged."""
+    size = _index_size(raw)
+    if size is None:
+        return None
     known = _indexes.get(ino)
-    if known is not None and known[0] == raw:
-        # The very bytes this process last wrote or read: what they unpickle to.
+    if known is not None and len(known[0]) == size and raw.startswith(known[0]):
+        # The very bytes this process last wrote or read: what they unmarshal to.
         index_ino, end, live, compacted, anchor, entries, steps = known[1]
         return (index_ino, end, live, compacted, anchor, dict(entries), dict(steps))
-    body = raw[len(_INDEX_MAGIC) + _CRC.size :]
-    if raw[: len(_INDEX_MAGIC)] != _INDEX_MAGIC or _CRC.unpack_from(raw, 8)[0] != zlib.crc32(body):
+    blob = raw[:size]
+    body = blob[_INDEX_HEAD.size :]
+    if zlib.crc32(body) != _INDEX_HEAD.unpack_from(blob)[2]:
         return None
     try:
         index: tuple[Any, ...] = marshal.loads(body)  # noqa: S302 - ours, checksummed, trusted dir
@@ -824,8 +830,17 @@ def _decode_index(raw: bytes, ino: int) -> tuple[Any, ...] | None:
         return None
     if not isinstance(entries, dict) or not isinstance(steps, dict):
         return None
-    _remember_index(ino, raw, index)
+    _remember_index(ino, blob, index)
     return index
+
+
+def _index_size(raw: bytes) -> int | None:
+    """Bytes of the index cache at the start of ``raw``, or ``None`` if it is not one."""
+    if len(raw) < _INDEX_HEAD.size:
+        return None
+    magic, length, _ = _INDEX_HEAD.unpack_from(raw)
+    size: int = _INDEX_HEAD.size + length
+    return size if magic == _INDEX_MAGIC and size <= len(raw) else None
 
 
 def _remember_index(ino: int, raw: bytes, index: tuple[Any, ...]) -> None:
@@ -849,22 +864,23 @@ _appended_guard = threading.Lock()
 
 
 def _remember_payload(payload: bytes, commit: tuple[Any, Any, Any]) -> None:
-    if len(payload) > _APPENDED_AT_MOST:
-        return
-    with _appended_guard:
-        _appended[payload] = commit
-        while len(_appended) > _APPENDED_KEEP:
-            del _appended[next(iter(_appended))]
+    if len(payload) <= _APPENDED_AT_MOST:
+        appended = _appended
+        appended[payload] = commit
+        if len(appended) > _APPENDED_KEEP:
+            with _appended_guard:  # one thread evicts at a time
+                while len(appended) > _APPENDED_KEEP:
+                    appended.pop(next(iter(appended)), None)
 
 
 def _pack(state: dict[str, Any]) -> PackedState:
-    return (state["status"], pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    return (state["status"], marshal.dumps(state, _MARSHAL_VERSION))
 
 
 def unpacked(state: dict[str, Any] | PackedState) -> dict[str, Any]:
     """A step record's stored form as a dict (unpickled from the index's packed form)."""
     if isinstance(state, tuple):
-        unpacked: dict[str, Any] = pickle.loads(state[1])  # builtins, written by us, checksummed
+        unpacked: dict[str, Any] = marshal.loads(state[1])  # noqa: S302 - ours, as the index
         return unpacked
     return state
 

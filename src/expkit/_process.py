@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 from ._records import Owner
 
-__all__ = ["current_owner", "is_alive"]
+__all__ = ["current_owner", "current_owner_state", "is_alive"]
 
 # Start times computed from /proc jitter by up to a clock tick plus the
 # rounding of the boot time; a recycled pid starts much later than this.
@@ -64,16 +64,27 @@ def process_start_time(pid: int) -> datetime | None:
     return None if stat is None else stat[1]
 
 
-_owner: tuple[int, Owner] | None = None
+_owner: tuple[int, Owner, tuple[str, int, float | None]] | None = None
 
 
 def current_owner() -> Owner:
     """This process as a step owner (cached; refreshed after a fork)."""
+    return _current()[1]
+
+
+def current_owner_state() -> tuple[str, int, float | None]:
+    """:func:`current_owner` in a step record's stored form (see ``StepRecord.to_state``)."""
+    return _current()[2]
+
+
+def _current() -> tuple[int, Owner, tuple[str, int, float | None]]:
     global _owner  # noqa: PLW0603 - a per-process cache, reset when the pid changes
     pid = os.getpid()
     if _owner is None or _owner[0] != pid:
-        _owner = (pid, Owner(host=_hostname(), pid=pid, started=process_start_time(pid)))
-    return _owner[1]
+        owner = Owner(host=_hostname(), pid=pid, started=process_start_time(pid))
+        started = None if owner.started is None else owner.started.timestamp()
+        _owner = (pid, owner, (owner.host, owner.pid, started))
+    return _owner
 
 
 def is_alive(owner: Owner) -> bool:  # noqa: PLR0911 - one answer per kind of evidence

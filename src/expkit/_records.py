@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import traceback
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 from ._errors import CorruptValueError
 from ._status import Status
 
-__all__ = ["ErrorInfo", "Owner", "StepRecord"]
+__all__ = ["ErrorInfo", "Owner", "StepRecord", "finished_state", "running_state"]
 
 _UNSET: Any = object()
 
@@ -128,10 +129,15 @@ class StepRecord:
 
     def replace(self, **changes: Any) -> StepRecord:
         """A copy with some fields changed."""
-        # dataclasses.replace, without its per-call inspection of the fields.
-        fields = {name: getattr(self, name) for name in _FIELD_NAMES}
-        fields.update(changes)
-        return StepRecord(**fields)
+        # dataclasses.replace without its per-call inspection of the fields: the
+        # copy's slots are set as the frozen __init__ sets them.
+        new = object.__new__(StepRecord)
+        for name in _FIELD_NAMES:
+            _set(new, name, changes.pop(name) if name in changes else getattr(self, name))
+        if changes:
+            msg = f"StepRecord has no field {next(iter(changes))!r}"
+            raise TypeError(msg)
+        return new
 
     # The stored form holds only builtins, so a record always loads even when
     # a user class inside its result no longer unpickles.
@@ -188,6 +194,63 @@ class StepRecord:
 
 
 _FIELD_NAMES = tuple(field.name for field in dataclasses.fields(StepRecord))
+_RUNNING = Status.RUNNING._value_
+
+
+def running_state(
+    name: str,
+    started: float,
+    params: bytes,
+    fingerprint: str | None,
+    owner: tuple[str, int, float | None],
+) -> dict[str, Any]:
+    """The stored form of a step's record as it starts: ``StepRecord.to_state`` of it.
+
+    ``params`` is the pickle of the parameters (protocol HIGHEST_PROTOCOL),
+    ``owner`` the stored form of an :class:`Owner`. A direct call records its
+    step in this form: no record object is built unless one is asked for.
+    """
+    return {
+        "name": name,
+        "status": _RUNNING,
+        "attempts": 1,
+        "started": started,
+        "ended": None,
+        "error": None,
+        "result": _NO_RESULT.data,
+        "params": params,
+        "fingerprint": fingerprint,
+        "reads": [],
+        "writes": [],
+        "owner": owner,
+    }
+
+
+def finished_state(
+    running: dict[str, Any],
+    *,
+    status: Status,
+    attempts: int,
+    ended: float,
+    error: ErrorInfo | None,
+    result: bytes | None,
+    reads: Iterable[str],
+    writes: Iterable[str],
+) -> dict[str, Any]:
+    """The stored form of a record that ``running`` (a :func:`running_state`) ends as."""
+    state = dict(running)
+    state["status"] = status._value_
+    state["attempts"] = attempts
+    state["ended"] = ended
+    state["error"] = None if error is None else (error.type, error.message, error.traceback)
+    if result is not None:
+        state["result"] = result
+    state["reads"] = sorted(reads)
+    state["writes"] = sorted(writes)
+    return state
+
+
+_set = object.__setattr__
 
 
 def _ts(moment: datetime | None) -> float | None:

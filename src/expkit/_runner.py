@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import PrerequisiteError, StepRunningError, UnpicklableValueError
 from ._fingerprint import params_fingerprint
 from ._instances import instance_name, step_done
-from ._process import current_owner, is_alive
-from ._records import ErrorInfo, StepRecord, StoredResult
+from ._process import current_owner_state, is_alive
+from ._records import ErrorInfo, StoredResult, finished_state, running_state
 from ._status import Status
 from ._timeout import deadline
 from ._tracking import Tracker, tracking
@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     from ._task import Task
 
 __all__ = ["run_direct"]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 #: The stored result of a step that returns None (most do): pickled once.
@@ -61,6 +57,13 @@ def bound_params(
     step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The step's arguments by name, defaults applied, ``env`` left out."""
+    return _bound(step, args, kwargs)[0]
+
+
+def _bound(
+    step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> tuple[dict[str, Any], bytes]:
+    """:func:`bound_params`, and their pickle as a record stores it."""
     plan = None if args else _keyword_plan(step)
     if plan is not None and plan[0].issuperset(kwargs):
         # Keywords only, all known: what bind_partial and apply_defaults give, faster.
@@ -73,10 +76,11 @@ def bound_params(
     else:
         params = _bind(step, args, kwargs)
     try:
-        pickle.dumps(params)
+        blob = pickle.dumps(params, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - params are recorded; unpicklable ones as their repr
         params = {key: repr(value) for key, value in params.items()}
-    return params
+        blob = pickle.dumps(params, protocol=pickle.HIGHEST_PROTOCOL)
+    return params, blob
 
 
 def _bind(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,10 +106,12 @@ def run_direct(
     step: Task[Any, Any], env: Environment, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run ``step`` once on ``env``: claim, run with retries and timeout, record, commit."""
-    params = bound_params(step, args, kwargs)
+    params, params_blob = _bound(step, args, kwargs)
     name = step.name if step.options.grid is None else _direct_instance(step, args, kwargs)
     fingerprint = f"{step.code_fingerprint}{params_fingerprint(params)}"
-    started = _now()
+    # The record is kept in its stored form: no record object is built for it
+    # unless someone reads it.
+    running = running_state(name, time.time(), params_blob, fingerprint, current_owner_state())
 
     def claim(_changed: set[str]) -> None:
         # Under the environment's file lock with every other commit read: two
@@ -117,17 +123,7 @@ def run_direct(
             owner = records[name].owner
             if owner is not None and is_alive(owner):
                 raise StepRunningError(name, owner.host, owner.pid)
-        env._put_record(  # noqa: SLF001
-            StepRecord(
-                name=name,
-                status=Status.RUNNING,
-                attempts=1,
-                started=started,
-                params=params,
-                fingerprint=fingerprint,
-                owner=current_owner(),
-            )
-        )
+        env._put_state(name, running)  # noqa: SLF001
 
     # RUNNING is evidence for a crash, not a result: no fsync needed.
     env._commit(before=claim, sync=False, label=name)  # noqa: SLF001
@@ -135,24 +131,25 @@ def run_direct(
         kwargs = {**kwargs, "env": env}
     attempts = [1]
     with tracking(id(env)) as tracker:
+        run = _Run(env, name, running, tracker)
         try:
             result = _attempt(step, args, kwargs, attempts)
         except KeyboardInterrupt as error:
-            _finish(env, name, tracker, Status.CANCELLED, attempts[0], error=error)
+            run.finish(Status.CANCELLED, attempts[0], error=error)
             raise
         except BaseException as error:  # SystemExit too: recorded, then re-raised
-            _finish(env, name, tracker, Status.FAILED, attempts[0], error=error)
+            run.finish(Status.FAILED, attempts[0], error=error)
             raise
         try:
             stored = _NONE_RESULT if result is None else StoredResult.of(result)
         except Exception as error:  # any pickling failure
             failure = UnpicklableValueError(f"result of {name}", f"{type(error).__name__}: {error}")
-            _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
+            run.finish(Status.FAILED, attempts[0], error=failure)
             raise failure from error
         try:
-            _finish(env, name, tracker, Status.DONE, attempts[0], result=stored)
+            run.finish(Status.DONE, attempts[0], result=stored)
         except UnpicklableValueError as failure:
-            _finish(env, name, tracker, Status.FAILED, attempts[0], error=failure)
+            run.finish(Status.FAILED, attempts[0], error=failure)
             raise
     return result
 
@@ -189,36 +186,67 @@ def _direct_instance(step: Task[Any, Any], args: tuple[Any, ...], kwargs: Mappin
     return instance_name(step.name, {key: given[key] for key in keys if key in given})
 
 
-def _finish(
-    env: Environment,
-    name: str,
-    tracker: Tracker,
-    status: Status,
-    attempts: int,
-    *,
-    error: BaseException | None = None,
-    result: StoredResult | None = None,
-) -> None:
-    """Record the outcome with the data the step wrote, in one durable commit."""
-    ended = _now()
+class _Run:
+    """One direct call's step, between its claim and its end."""
 
-    def record(changed: set[str]) -> None:
-        current = env._steps[name]  # noqa: SLF001
-        reads = tracker.reads
-        writes = tracker.assigned | tracker.deleted
-        if changed and reads:
-            writes |= changed & reads
-        env._put_record(  # noqa: SLF001
-            current.replace(
-                status=status,
-                attempts=attempts,
-                ended=ended,
-                error=None if error is None else ErrorInfo.from_exception(error),
-                stored_result=current.stored_result if result is None else result,
-                reads=frozenset(reads),
-                writes=frozenset(writes),
+    __slots__ = ("env", "name", "running", "tracker")
+
+    def __init__(
+        self, env: Environment, name: str, running: dict[str, Any], tracker: Tracker
+    ) -> None:
+        self.env = env
+        self.name = name
+        #: The RUNNING record as claimed, in its stored form.
+        self.running = running
+        self.tracker = tracker
+
+    def finish(
+        self,
+        status: Status,
+        attempts: int,
+        *,
+        error: BaseException | None = None,
+        result: StoredResult | None = None,
+    ) -> None:
+        """Record the outcome with the data the step wrote, in one durable commit."""
+        env, name, running, tracker = self.env, self.name, self.running, self.tracker
+        ended = time.time()
+
+        def record(changed: set[str]) -> None:
+            reads = tracker.reads
+            writes = tracker.assigned | tracker.deleted
+            if changed and reads:
+                writes |= changed & reads
+            info = None if error is None else ErrorInfo.from_exception(error)
+            if env._steps.stored(name) is running:  # noqa: SLF001
+                # As claimed: end it in its stored form.
+                data = None if result is None else result.data
+                state = finished_state(
+                    running,
+                    status=status,
+                    attempts=attempts,
+                    ended=ended,
+                    error=info,
+                    result=data,
+                    reads=reads,
+                    writes=writes,
+                )
+                env._put_state(name, state)  # noqa: SLF001
+                return
+            # Changed since the claim (by the step itself, say): end what is there now.
+            current = env._steps[name]  # noqa: SLF001
+            env._put_record(  # noqa: SLF001
+                current.replace(
+                    status=status,
+                    attempts=attempts,
+                    ended=datetime.fromtimestamp(ended, tz=timezone.utc),
+                    error=info,
+                    stored_result=current.stored_result if result is None else result,
+                    reads=frozenset(reads),
+                    writes=frozenset(writes),
+                )
             )
-        )
 
-    # A failed step keeps what it could store: its writes may name resources to clean up.
-    env._commit(before=record, label=name, skip_unpicklable=status is not Status.DONE)  # noqa: SLF001
+        # A failed step keeps what it could store: its writes may name resources to clean up.
+        skip = status is not Status.DONE
+        env._commit(before=record, label=name, skip_unpicklable=skip)  # noqa: SLF001

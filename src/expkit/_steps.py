@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import pickle
 import threading
 import types
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from ._journal import unpacked
 from ._records import StepRecord
 from ._status import Status
 
 __all__ = ["StepRecords", "StepsMixin", "StoredState", "step_name"]
 
 #: A step record's stored form: a dict of builtins (``StepRecord.to_state``),
-#: or, from the index cache, its status and the pickle of that dict.
+#: or, from the index cache, its status and that dict packed (see _journal).
 StoredState = dict[str, Any] | tuple[str, bytes]
 
 
@@ -40,13 +40,10 @@ def _as_datetime(moment: datetime | float | None) -> datetime | None:
 
 
 _BY_VALUE = {status.value: status for status in Status}
+_RUNNING = Status.RUNNING.value
 
 
-def _state(stored: StoredState) -> dict[str, Any]:
-    if isinstance(stored, tuple):
-        state: dict[str, Any] = pickle.loads(stored[1])  # builtins; trust checked at load
-        return state
-    return stored
+_state = unpacked
 
 
 def _status(stored: StoredState) -> Status:
@@ -100,6 +97,10 @@ class StepRecords(MutableMapping[str, StepRecord]):
         """Keep a record in its stored form, to decode when first used."""
         self._items[name] = state
 
+    def stored(self, name: str) -> StepRecord | StoredState | None:
+        """What is kept for a record now, decoded or not (``None`` when unrecorded)."""
+        return self._items.get(name)
+
     def state(self, name: str) -> dict[str, Any]:
         """A record's stored form as a dict (see :meth:`StepRecord.to_state`)."""
         item = self._items[name]
@@ -126,12 +127,14 @@ class StepRecords(MutableMapping[str, StepRecord]):
 
     def running(self) -> list[StepRecord]:
         """The RUNNING records (only those are decoded)."""
-        running = Status.RUNNING
-        return [
-            self[name]
-            for name, item in self._items.items()
-            if (item.status if isinstance(item, StepRecord) else _status(item)) is running
-        ]
+        found = []
+        for name, item in self._items.items():
+            if isinstance(item, StepRecord):
+                if item.status is Status.RUNNING:
+                    found.append(item)
+            elif (item[0] if isinstance(item, tuple) else item["status"]) == _RUNNING:
+                found.append(self[name])
+        return found
 
     def copy(self) -> StepRecords:
         """A shallow copy (records are immutable, stored forms never changed)."""
@@ -154,6 +157,12 @@ class StepsMixin:
     def _record(self, step: str | _Named) -> StepRecord:
         name = step_name(step)
         return self._steps.get(name) or StepRecord(name)
+
+    def _put_state(self, name: str, state: dict[str, Any]) -> None:
+        """Record step ``name`` in its stored form (``StepRecord.to_state``), to commit."""
+        with self._lock:
+            self._steps.put_state(name, state)
+            self._steps_dirty.add(name)
 
     def _put_record(self, record: StepRecord) -> None:
         with self._lock:
