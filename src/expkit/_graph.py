@@ -135,6 +135,15 @@ def _targets(
     return roots, wanted
 
 
+def _expand_requires(
+    required: tuple[str, ...], members: Mapping[str, list[str]]
+) -> tuple[str, ...]:
+    """The nodes behind required steps: a sweep's instances, or the plain step itself."""
+    if members and any(req in members for req in required):
+        return tuple(name for req in required for name in members.get(req, (req,)))
+    return required  # plain steps only: each is its own node
+
+
 def build_graph(
     targets: Iterable[Task[Any, Any] | str],
     registry: Mapping[str, Task[Any, Any]],
@@ -149,17 +158,15 @@ def build_graph(
     """
     roots, wanted = _targets(targets, registry)
     nodes: dict[str, Node] = {}
-    members: dict[str, list[str]] = {}  # step -> names of its nodes
+    members: dict[str, list[str]] = {}  # sweep -> names of its nodes (a plain step is its node)
     steps = _closure(roots, registry)
     # A prerequisite of another step is needed whole, whatever a target selected.
     needed_whole = {name for step in steps for name in step.options.requires}
     for step in steps:
         # The closure checked every name: members has each prerequisite.
-        required = step.options.requires
-        requires = tuple(name for req in required for name in members[req]) if required else ()
+        requires = _expand_requires(step.options.requires, members)
         if step.options.grid is None:  # the common case, kept cheap for big graphs
             nodes[step.name] = Node(step.name, step, _NO_POINT, requires)
-            members[step.name] = [step.name]
             continue
         try:
             if step.name in defer:

@@ -177,17 +177,20 @@ def _make_plan(
 
 
 def _stale_sweeps(nodes: Mapping[str, Node], entries: list[PlanEntry]) -> set[str]:
-    runs = {entry.name for entry in entries if entry.runs}
+    sweeps = [node for node in nodes.values() if callable(node.step.options.grid)]
+    if not sweeps:
+        return set()
+    runs = {entry.name for entry in entries if entry.action == RUN}
     return {
         node.step.name
-        for node in nodes.values()
-        if callable(node.step.options.grid)
-        and not node.deferred
-        and any(upstream in runs for upstream in node.requires)
+        for node in sweeps
+        if not node.deferred and any(upstream in runs for upstream in node.requires)
     }
 
 
 def _check_params_names(params: Params, nodes: Mapping[str, Node]) -> None:
+    if not params:
+        return
     steps = {node.step.name for node in nodes.values()}
     for name in params:
         step, selector = parse_selector(name)
@@ -218,7 +221,12 @@ def _decide(
         if node.point:
             _check_no_clash(name, step.name, given, node.point)
             given.update(node.point)
-        call_params = step.params_for(given) if not node.deferred else {}
+        if node.deferred:
+            call_params: Mapping[str, Any] = {}
+        elif not given and step.defaults_fingerprint is not None:
+            call_params = step.defaults  # shared, read-only: no copy per node
+        else:
+            call_params = step.params_for(given)
         record = records.get(name)
         action, reason = _judge(
             node, record, call_params, decided=entries, records=records, forced=force_selectors
@@ -287,7 +295,7 @@ def _judge_done(  # noqa: PLR0911 - one return per re-run rule
     records: Mapping[str, StepRecord],
 ) -> tuple[str, str]:
     for upstream in node.requires:
-        if decided[upstream].runs:
+        if decided[upstream].action == RUN:
             return RUN, f"upstream {upstream!r} runs again"
         done = records.get(upstream)
         if done is not None and done.ended and record.started and done.ended > record.started:
@@ -297,7 +305,9 @@ def _judge_done(  # noqa: PLR0911 - one return per re-run rule
         return SKIP, "up to date (marked done without a fingerprint)"
     # Most steps run with their defaults: their fingerprint is computed once.
     printed = node.step.defaults_fingerprint
-    if printed is None or call_params != node.step.defaults:
+    if printed is None or (
+        call_params is not node.step.defaults and call_params != node.step.defaults
+    ):
         printed = params_fingerprint(call_params)
     if stored[16:] != printed:
         return RUN, "params changed"
