@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from expkit import Environment, NoEnvironmentError, Owner, Status, StepRecord, task
+from expkit import (
+    CorruptEnvironmentError,
+    Environment,
+    NoEnvironmentError,
+    Owner,
+    Status,
+    StepRecord,
+    task,
+)
 from expkit import _journal as journal
 from expkit._journal import BLOB_THRESHOLD, INDEX_EVERY, Stored, as_stored
 from expkit._records import ErrorInfo, StoredResult, finished_state, running_state
@@ -166,6 +174,7 @@ class TestRememberedIndex:
             env.dump()
         remembered = Environment.load("e")
         monkeypatch.setattr(journal, "_indexes", {})
+        monkeypatch.setattr(journal, "_snapshots", {})
         unpickled = Environment.load("e")
         assert _data(remembered) == _data(unpickled) == {f"k{i}": [i] for i in range(INDEX_EVERY)}
         assert remembered.steps == unpickled.steps
@@ -191,6 +200,7 @@ class TestRememberedIndex:
         expected = {"n": env["n"]}
         assert _data(Environment.load("e")) == expected
         monkeypatch.setattr(journal, "_indexes", {})
+        monkeypatch.setattr(journal, "_snapshots", {})
         assert _data(Environment.load("e")) == expected
         assert journal._indexes  # the shorter index was read, not ignored
         assert run_python(
@@ -208,6 +218,111 @@ class TestRememberedIndex:
             second.dump()
             assert Environment.load("a")["who"] == f"a{i}"
             assert Environment.load("b")["who"] == f"b{i}"
+
+
+class TestSnapshots:
+    """A load takes up where the last closed journal of this process stopped.
+
+    Only when the journal's bytes say nothing changed there; otherwise it
+    reads the journal as any load would.
+    """
+
+    def _env_with_frames_after_index(self) -> dict[str, Any]:
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        for i in range(INDEX_EVERY):
+            env[f"k{i}"] = i
+            env.dump()
+        env["after"] = "a"
+        env.dump()
+        env["last"] = "l"
+        env.dump()
+        assert Path("e/env").stat().st_size > 0
+        state = _data(env)
+        del env  # closed: its journal leaves a snapshot
+        assert journal._snapshots
+        return state
+
+    def test_taken_when_nothing_changed(self) -> None:
+        """The next load gives the same state, and takes (removes) the snapshot."""
+        state = self._env_with_frames_after_index()
+        ino = os.stat("e/env").st_ino
+        assert ino in journal._snapshots
+        loaded = Environment.load("e")
+        assert ino not in journal._snapshots
+        assert _data(loaded) == state
+
+    def test_commits_of_another_process_after_it(self) -> None:
+        """What another process appended after the snapshot is read on top of it."""
+        state = self._env_with_frames_after_index()
+        run_python(
+            """
+            from expkit import Environment
+            env = Environment.load("e")
+            env["other"] = "o"
+            env.dump()
+            """
+        )
+        assert _data(Environment.load("e")) == {**state, "other": "o"}
+
+    def test_damage_after_the_index_is_seen(self) -> None:
+        """A bit flipped in a commit after the index: the load judges the journal, as a fresh one."""
+        state = self._env_with_frames_after_index()
+        data = bytearray(Path("e/env").read_bytes())
+        data[-3] ^= 0x10  # inside the last commit
+        Path("e/env").write_bytes(bytes(data))
+        expected = {key: value for key, value in state.items() if key != "last"}
+        assert _data(Environment.load("e")) == expected
+        fresh = run_python(
+            "from expkit import Environment\nprint(sorted(dict(Environment.load('e'))))\n"
+        ).stdout.strip()
+        assert fresh == str(sorted(expected))
+
+    def test_damage_before_later_commits_is_reported(self) -> None:
+        """Damage in a commit that later commits follow raises, as for a fresh load."""
+        self._env_with_frames_after_index()
+        data = bytearray(Path("e/env").read_bytes())
+        index_end = journal._snapshots[os.stat("e/env").st_ino].index_end
+        data[index_end + 30] ^= 0x10  # inside the first commit after the index
+        Path("e/env").write_bytes(bytes(data))
+        with pytest.raises(CorruptEnvironmentError):
+            Environment.load("e")
+
+    def test_index_rewritten_elsewhere(self) -> None:
+        """Another process's index (after more commits) replaces what the snapshot knew."""
+        state = self._env_with_frames_after_index()
+        run_python(
+            f"""
+            from expkit import Environment
+            env = Environment.load("e")
+            for i in range({INDEX_EVERY}):
+                env["other"] = i
+                env.dump()
+            """
+        )
+        assert _data(Environment.load("e")) == {**state, "other": INDEX_EVERY - 1}
+
+    def test_torn_tail_after_it(self) -> None:
+        """Half a frame after the snapshot's end is a torn tail, cut by the next writer."""
+        state = self._env_with_frames_after_index()
+        with Path("e/env").open("ab") as file:
+            file.write(b"\xe5Xj\x01 half a frame")
+        env = Environment.load("e")
+        assert _data(env) == state
+        env["next"] = 1
+        env.dump()
+        assert _data(Environment.load("e")) == {**state, "next": 1}
+
+    def test_two_loads_in_turn(self) -> None:
+        """Two handles open at once: one takes the snapshot, the other reads the journal."""
+        state = self._env_with_frames_after_index()
+        first, second = Environment.load("e"), Environment.load("e")
+        assert _data(first) == _data(second) == state
+        first["x"] = 1
+        first.dump()
+        second["y"] = 2
+        second.dump()
+        del first, second
+        assert _data(Environment.load("e")) == {**state, "x": 1, "y": 2}
 
 
 class TestOpening:

@@ -88,7 +88,7 @@ _COMPACTION = "compaction"
 #: Values larger than this go to a blob frame of their own.
 BLOB_THRESHOLD = 64 * 1024
 #: Rewrite the index cache after this many commits past it.
-INDEX_EVERY = 4
+INDEX_EVERY = 8
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 #: What a step record is guessed to take in the journal, for compaction's planning.
@@ -145,12 +145,6 @@ def as_stored(entry: Entry) -> Stored:
     return Stored._make(entry)
 
 
-def _entry(item: tuple[Any, ...]) -> Entry:
-    """The index's form of a commit frame's entry."""
-    inline = item[1]
-    return item[0] + inline if inline is not None else item
-
-
 def _frame_item(entry: Entry) -> tuple[Any, ...]:
     """A commit frame's form of an index entry."""
     if isinstance(entry, bytes):
@@ -195,16 +189,20 @@ def digest_of(data: bytes) -> bytes:
     return digest
 
 
+_new_stored = tuple.__new__  # Stored's own __new__ is a Python function: skipped when hot
+
+
+def _blob(digest: bytes, raw: bytes, pos: int, chunks: list[bytes]) -> Stored:
+    """Add a blob frame for ``raw`` at journal offset ``pos`` to ``chunks``; where it lies."""
+    crc = zlib.crc32(raw)
+    head = _FRAME.pack(_FRAME_MAGIC, _BLOB, len(raw), crc)
+    chunks += [head + _CRC.pack(zlib.crc32(head)), raw]
+    return Stored(digest, None, pos + _FRAME_SIZE, len(raw), crc)
+
+
 def _frame(kind: int, payload: bytes) -> bytes:
     head = _FRAME.pack(_FRAME_MAGIC, kind, len(payload), zlib.crc32(payload))
     return head + _CRC.pack(zlib.crc32(head)) + payload
-
-
-def _size_of(entry: Entry) -> int:
-    """Bytes of pickled data of a stored form."""
-    if isinstance(entry, bytes):
-        return len(entry) - _DIGEST_SIZE
-    return int(entry[3])
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -284,6 +282,14 @@ class Journal:
         self._compacted = 0
         #: The journal's last bytes as we appended them: ``(end, bytes before end)``.
         self._tail: tuple[int, bytes] = (0, b"")
+        #: The index cache that vouches for the journal up to ``_index_end``
+        #: (its bytes, as read or written), and the journal's bytes from there
+        #: to ``_end`` (None once unknown): what a later load in this process
+        #: compares to take up where this journal stopped (see _Snapshot).
+        self._index_raw: bytes | None = None
+        self._index_anchor = b""
+        self._index_end = 0
+        self._since: bytearray | None = None
         self._commits_since_index = 0
         self._unsynced = False
 
@@ -385,6 +391,23 @@ class Journal:
 
     def close(self) -> None:
         """Release the file descriptors."""
+        if self._loaded and self._since is not None and self._index_raw is not None:
+            self._loaded = False
+            _remember_snapshot(
+                self._ino,
+                _Snapshot(
+                    self._index_raw,
+                    self._index_anchor,
+                    self._index_end,
+                    bytes(self._since),
+                    self._end,
+                    self._live,
+                    self._compacted,
+                    self._commits_since_index,
+                    self._data,  # no longer ours: the journal is closed
+                    self._states,
+                ),
+            )
         fds = (self._fd, self._lock_fd, self._dir_fd)
         self._fd = self._lock_fd = self._dir_fd = -1
         for fd in fds:
@@ -498,6 +521,7 @@ class Journal:
         self._data, self._states, self._live, self._compacted = {}, {}, 0, 0
         self._end = len(_HEADER)
         self._commits_since_index = 0
+        self._index_raw, self._since = None, None
         tail = self._read_index()
         if self._size > self._end:
             self._scan(Update(), self._end, self._size, tail or b"")
@@ -536,6 +560,7 @@ class Journal:
             kind, length, crc = frame
             body = pos + _FRAME_SIZE
             if kind == _COMMIT:
+                head = buf[pos - buf_at : body - buf_at]
                 if body + length > buf_at + len(buf):
                     buf, buf_at = os.pread(self._fd, max(_CHUNK, length), body), body
                 payload = buf[body - buf_at : body - buf_at + length]
@@ -545,7 +570,19 @@ class Journal:
                 self._apply_commit(update, payload, pos)
                 self._end = body + length
                 self._commits_since_index += 1
+                self._extend_since(head, payload)
+            else:
+                self._since = None  # a blob: too big to keep
             pos = body + length
+
+    def _extend_since(self, head: bytes, payload: bytes, *, blobs: bool = False) -> None:
+        since = self._since
+        if since is not None:
+            if blobs or len(since) + len(head) + len(payload) > _SINCE_AT_MOST:
+                self._since = None  # too much to keep
+            else:
+                since += head
+                since += payload
 
     def _apply_commit(self, update: Update, payload: bytes, offset: int) -> None:
         try:
@@ -557,25 +594,37 @@ class Journal:
             if label == _COMPACTION and self._end == len(_HEADER):
                 # The file's first commit: it was made by a compaction.
                 self._compacted = offset + _FRAME_SIZE + len(payload)
-            data, changes, live = self._data, update.data, self._live
-            for key, item in entries.items():
-                old = data.get(key)
-                if old is not None:
-                    live -= _size_of(old)
-                if item is None:
-                    if old is not None:
-                        del data[key]
-                    changes[key] = None
-                else:
-                    entry = changes[key] = data[key] = _entry(item)
-                    live += _size_of(entry)
-            self._live = live
+            self._put_entries(entries, update.data)
             self._put_states(steps)
             update.steps.update(steps)
         except Exception as error:  # a checksummed frame that still fails is corruption
             raise CorruptEnvironmentError(
                 self.path, f"unreadable commit ({error!r})", offset
             ) from error
+
+    def _put_entries(
+        self, entries: dict[str, tuple[Any, ...] | None], changes: dict[str, Entry | None] | None
+    ) -> None:
+        """Take a commit frame's entries into the index (and into ``changes``)."""
+        index, live = self._data, self._live
+        for key, item in entries.items():
+            old = index.get(key)
+            if old is not None:
+                live -= len(old) - _DIGEST_SIZE if isinstance(old, bytes) else old[3]
+            entry: Entry | None
+            if item is None:
+                entry = None
+                if old is not None:
+                    del index[key]
+            elif item[1] is not None:
+                entry = index[key] = item[0] + item[1]
+                live += len(item[1])
+            else:
+                entry = index[key] = item
+                live += item[3]
+            if changes is not None:
+                changes[key] = entry
+        self._live = live
 
     def _put_states(self, steps: dict[str, dict[str, Any] | None]) -> None:
         # A frame's records are dicts; they are packed when the index is written.
@@ -623,60 +672,48 @@ class Journal:
         sync: bool,
     ) -> dict[str, Stored]:
         """Append one commit (lock held, after :meth:`read_new`); the values' stored forms."""
-        size = self._size if self._size >= 0 else os.fstat(self._fd).st_size
-        if size != self._end:
+        end = self._end
+        if (self._size if self._size >= 0 else os.fstat(self._fd).st_size) != end:
             # A torn tail left by a writer that died: cut it so our frames
             # follow the last valid commit directly.
-            os.ftruncate(self._fd, self._end)
+            os.ftruncate(self._fd, end)
         chunks: list[bytes] = []
-        pos = self._end
+        pos = end
         entries: dict[str, Any] = {}
         stored: dict[str, Stored] = {}
         for key, raw in data.items():
             if raw is None:
                 entries[key] = None
-                continue
-            if len(raw) > BLOB_THRESHOLD:
-                crc = zlib.crc32(raw)
-                head = _FRAME.pack(_FRAME_MAGIC, _BLOB, len(raw), crc)
-                chunks += [head + _CRC.pack(zlib.crc32(head)), raw]
-                item = Stored(digests[key], None, pos + _FRAME_SIZE, len(raw), crc)
+            elif len(raw) > BLOB_THRESHOLD:
+                item = stored[key] = _blob(digests[key], raw, pos, chunks)
+                entries[key] = item.to_tuple()
                 pos += _FRAME_SIZE + len(raw)
             else:
-                item = Stored(digests[key], raw)
-            stored[key] = item
-            entries[key] = item.to_tuple()
+                fields = (digests[key], raw, 0, 0, 0)
+                stored[key] = _new_stored(Stored, fields)
+                entries[key] = fields
         payload = pickle.dumps((entries, steps, label), protocol=pickle.HIGHEST_PROTOCOL)
-        frame = _frame(_COMMIT, payload)
-        chunks.append(frame)
+        head = _FRAME.pack(_FRAME_MAGIC, _COMMIT, len(payload), zlib.crc32(payload))
+        frame = head + _CRC.pack(zlib.crc32(head)) + payload
         self._size = -1  # unknown until the write is whole
-        if len(chunks) > 1 or os.pwrite(self._fd, frame, self._end) != len(frame):
-            _pwrite_all(self._fd, chunks, self._end)  # blobs, or a short write: all again
-        self._end = self._size = pos + len(frame)
-        self._tail = (self._end, frame[-_ANCHOR:])
+        if chunks or os.pwrite(self._fd, frame, end) != len(frame):
+            chunks.append(frame)
+            _pwrite_all(self._fd, chunks, end)  # blobs, or a short write: all again
+        self._end = self._size = end = pos + len(frame)
+        self._tail = (end, frame[-_ANCHOR:])
+        self._extend_since(frame, b"", blobs=bool(chunks))
         self._commits_since_index += 1
         self._unsynced = True
         # The index follows the file only once the write succeeded.
-        self._put_data(data, stored)
-        self._put_states(steps)
-        _remember_payload(payload, (entries, steps, label))
+        if entries:
+            self._put_entries(entries, None)
+        if steps:
+            self._put_states(steps)
+        if len(payload) <= _APPENDED_AT_MOST:
+            _remember_payload(payload, (entries, steps, label))
         if sync:
             self.sync()
         return stored
-
-    def _put_data(self, data: dict[str, bytes | None], stored: dict[str, Stored]) -> None:
-        index, live = self._data, self._live
-        for key, raw in data.items():
-            old = index.get(key)
-            if old is not None:
-                live -= _size_of(old)
-            if raw is None:
-                if old is not None:
-                    del index[key]
-            else:
-                entry = index[key] = stored[key].to_entry()
-                live += _size_of(entry)
-        self._live = live
 
     def sync(self) -> None:
         """Make every appended commit durable (no-op when not durable)."""
@@ -737,6 +774,7 @@ class Journal:
             os.unlink(INDEX_NAME, dir_fd=self._dir_fd)
         self._open_journal()
         self._data, self._loaded = index, True
+        self._index_raw, self._since = None, None  # the index cache was removed
         self._end = self._size = self._compacted = pos + _FRAME_SIZE + len(payload)
         self._commits_since_index = 0
         return moved
@@ -767,6 +805,8 @@ class Journal:
             _write_all(fd, [blob])
         finally:
             os.close(fd)
+        self._index_raw, self._index_anchor, self._index_end = blob, anchor, self._end
+        self._since = bytearray()
         _remember_index(
             self._ino,
             blob,
@@ -783,6 +823,22 @@ class Journal:
             raw = _read_to_end(fd)
         finally:
             os.close(fd)
+        size = _index_size(raw)
+        if size is None:
+            return None
+        snapshot = _snapshots.pop(self._ino, None)
+        if (
+            snapshot is not None
+            and len(snapshot.index_raw) == size
+            and raw.startswith(snapshot.index_raw)
+        ):
+            after = self._take_snapshot(snapshot)
+            if after is not None:
+                return after
+        return self._use_index(raw[:size])
+
+    def _use_index(self, raw: bytes) -> bytes | None:
+        """Take the index cache ``raw`` if it fits the journal; the journal's bytes after it."""
         index = _decode_index(raw, self._ino)
         if index is None:
             return None
@@ -796,7 +852,34 @@ class Journal:
             return None
         self._data, self._states, self._live, self._end = entries, steps, live, end
         self._compacted = compacted
+        self._index_raw, self._index_anchor, self._index_end = raw, anchor, end
+        self._since = bytearray()
         return tail[end - start :]
+
+    def _take_snapshot(self, snapshot: _Snapshot) -> bytes | None:
+        """Start from where a closed journal of this process stopped, if the journal agrees.
+
+        The index cache is the one it had; the journal's bytes from the index's
+        anchor to where it stopped are compared with the ones it had read or
+        written: scanning them again would give its state, which it left.
+        Returns the journal's bytes after that point, or ``None`` if anything differs.
+        """
+        start = snapshot.index_end - len(snapshot.anchor)
+        if snapshot.end > self._size:
+            return None
+        known = len(snapshot.anchor) + len(snapshot.since)
+        tail = os.pread(self._fd, min(self._size - start, known + _CHUNK), start)
+        if not (
+            tail.startswith(snapshot.anchor)
+            and tail[len(snapshot.anchor) : known] == snapshot.since
+        ):
+            return None
+        self._data, self._states = snapshot.data, snapshot.states
+        self._live, self._compacted = snapshot.live, snapshot.compacted
+        self._end, self._commits_since_index = snapshot.end, snapshot.commits
+        self._index_raw, self._index_anchor = snapshot.index_raw, snapshot.anchor
+        self._index_end, self._since = snapshot.index_end, bytearray(snapshot.since)
+        return tail[known:]
 
 
 #: The index caches this process last wrote or read, by journal inode: their
@@ -854,6 +937,43 @@ def _remember_index(ino: int, raw: bytes, index: tuple[Any, ...]) -> None:
             del _indexes[next(iter(_indexes))]
 
 
+class _Snapshot(NamedTuple):
+    """Where a closed journal stopped: enough for a load to take up from there.
+
+    ``index_raw`` (the index cache's bytes) vouches for the journal up to
+    ``index_end``, whose last bytes are ``anchor``; ``since`` are the journal's
+    bytes from ``index_end`` to ``end``; the rest is the index as of ``end``.
+    """
+
+    index_raw: bytes
+    anchor: bytes
+    index_end: int
+    since: bytes
+    end: int
+    live: int
+    compacted: int
+    commits: int
+    data: dict[str, Entry]
+    states: dict[str, dict[str, Any] | PackedState]
+
+
+#: By journal inode, where the last journal of this process closed on it
+#: stopped; taken (and removed) by the next load of that journal.
+_snapshots: dict[int, _Snapshot] = {}
+_SNAPSHOTS_KEEP = 8
+_SINCE_AT_MOST = 64 * 1024
+
+
+def _remember_snapshot(ino: int, snapshot: _Snapshot) -> None:
+    snapshots = _snapshots
+    snapshots.pop(ino, None)
+    snapshots[ino] = snapshot
+    if len(snapshots) > _SNAPSHOTS_KEEP:
+        with _appended_guard:  # one thread evicts at a time
+            while len(snapshots) > _SNAPSHOTS_KEEP:
+                snapshots.pop(next(iter(snapshots)), None)
+
+
 #: The last commit frames this process appended: their payloads, and what they
 #: unpickle to. Reading back our own commits (the next load of a script that
 #: calls step after step) needs no unpickling. Compared in full, as a key.
@@ -864,13 +984,12 @@ _appended_guard = threading.Lock()
 
 
 def _remember_payload(payload: bytes, commit: tuple[Any, Any, Any]) -> None:
-    if len(payload) <= _APPENDED_AT_MOST:
-        appended = _appended
-        appended[payload] = commit
-        if len(appended) > _APPENDED_KEEP:
-            with _appended_guard:  # one thread evicts at a time
-                while len(appended) > _APPENDED_KEEP:
-                    appended.pop(next(iter(appended)), None)
+    appended = _appended
+    appended[payload] = commit
+    if len(appended) > _APPENDED_KEEP:
+        with _appended_guard:  # one thread evicts at a time
+            while len(appended) > _APPENDED_KEEP:
+                appended.pop(next(iter(appended)), None)
 
 
 def _pack(state: dict[str, Any]) -> PackedState:
