@@ -245,6 +245,30 @@ class Journal:
     :meth:`append`.
     """
 
+    __slots__ = (
+        "_commits_since_index",
+        "_compacted",
+        "_data",
+        "_dir_fd",
+        "_end",
+        "_fd",
+        "_index_anchor",
+        "_index_end",
+        "_index_raw",
+        "_ino",
+        "_live",
+        "_loaded",
+        "_lock_fd",
+        "_since",
+        "_size",
+        "_states",
+        "_tail",
+        "_trust",
+        "_unsynced",
+        "_where",
+        "durable",
+    )
+
     def __init__(
         self,
         dir_fd: int,
@@ -289,7 +313,7 @@ class Journal:
         self._index_raw: bytes | None = None
         self._index_anchor = b""
         self._index_end = 0
-        self._since: bytearray | None = None
+        self._since: bytes | None = None
         self._commits_since_index = 0
         self._unsynced = False
 
@@ -390,24 +414,22 @@ class Journal:
         self._loaded = False
 
     def close(self) -> None:
-        """Release the file descriptors."""
+        """Release the file descriptors (and leave a snapshot for the next load)."""
+        snapshot = None
         if self._loaded and self._since is not None and self._index_raw is not None:
-            self._loaded = False
-            _remember_snapshot(
-                self._ino,
-                _Snapshot(
-                    self._index_raw,
-                    self._index_anchor,
-                    self._index_end,
-                    bytes(self._since),
-                    self._end,
-                    self._live,
-                    self._compacted,
-                    self._commits_since_index,
-                    self._data,  # no longer ours: the journal is closed
-                    self._states,
-                ),
+            snapshot = _Snapshot(
+                self._index_raw,
+                self._index_anchor,
+                self._index_end,
+                self._since,
+                self._end,
+                self._live,
+                self._compacted,
+                self._commits_since_index,
+                self._data,  # no longer ours: the journal is closed
+                self._states,
             )
+        self._loaded = False
         fds = (self._fd, self._lock_fd, self._dir_fd)
         self._fd = self._lock_fd = self._dir_fd = -1
         for fd in fds:
@@ -416,6 +438,8 @@ class Journal:
                     os.close(fd)
                 except OSError:
                     pass
+        if snapshot is not None:
+            _remember_snapshot(self._ino, snapshot)
 
     def __del__(self) -> None:
         # The environment holding this journal is gone: give back its descriptors.
@@ -581,16 +605,11 @@ class Journal:
             if blobs or len(since) + len(head) + len(payload) > _SINCE_AT_MOST:
                 self._since = None  # too much to keep
             else:
-                since += head
-                since += payload
+                self._since = since + head + payload  # a few frames: copies stay small
 
     def _apply_commit(self, update: Update, payload: bytes, offset: int) -> None:
         try:
-            known = _appended.get(payload)
-            if known is not None:  # the very bytes this process wrote: what they unpickle to
-                entries, steps, label = known
-            else:
-                entries, steps, label = pickle.loads(payload)  # builtins only, checksummed
+            entries, steps, label = pickle.loads(payload)  # builtins only, checksummed
             if label == _COMPACTION and self._end == len(_HEADER):
                 # The file's first commit: it was made by a compaction.
                 self._compacted = offset + _FRAME_SIZE + len(payload)
@@ -709,8 +728,6 @@ class Journal:
             self._put_entries(entries, None)
         if steps:
             self._put_states(steps)
-        if len(payload) <= _APPENDED_AT_MOST:
-            _remember_payload(payload, (entries, steps, label))
         if sync:
             self.sync()
         return stored
@@ -806,7 +823,7 @@ class Journal:
         finally:
             os.close(fd)
         self._index_raw, self._index_anchor, self._index_end = blob, anchor, self._end
-        self._since = bytearray()
+        self._since = b""
         _remember_index(
             self._ino,
             blob,
@@ -853,7 +870,7 @@ class Journal:
         self._data, self._states, self._live, self._end = entries, steps, live, end
         self._compacted = compacted
         self._index_raw, self._index_anchor, self._index_end = raw, anchor, end
-        self._since = bytearray()
+        self._since = b""
         return tail[end - start :]
 
     def _take_snapshot(self, snapshot: _Snapshot) -> bytes | None:
@@ -878,7 +895,7 @@ class Journal:
         self._live, self._compacted = snapshot.live, snapshot.compacted
         self._end, self._commits_since_index = snapshot.end, snapshot.commits
         self._index_raw, self._index_anchor = snapshot.index_raw, snapshot.anchor
-        self._index_end, self._since = snapshot.index_end, bytearray(snapshot.since)
+        self._index_end, self._since = snapshot.index_end, snapshot.since
         return tail[known:]
 
 
@@ -962,6 +979,7 @@ class _Snapshot(NamedTuple):
 _snapshots: dict[int, _Snapshot] = {}
 _SNAPSHOTS_KEEP = 8
 _SINCE_AT_MOST = 64 * 1024
+_snapshots_guard = threading.Lock()
 
 
 def _remember_snapshot(ino: int, snapshot: _Snapshot) -> None:
@@ -969,27 +987,9 @@ def _remember_snapshot(ino: int, snapshot: _Snapshot) -> None:
     snapshots.pop(ino, None)
     snapshots[ino] = snapshot
     if len(snapshots) > _SNAPSHOTS_KEEP:
-        with _appended_guard:  # one thread evicts at a time
+        with _snapshots_guard:  # one thread evicts at a time
             while len(snapshots) > _SNAPSHOTS_KEEP:
                 snapshots.pop(next(iter(snapshots)), None)
-
-
-#: The last commit frames this process appended: their payloads, and what they
-#: unpickle to. Reading back our own commits (the next load of a script that
-#: calls step after step) needs no unpickling. Compared in full, as a key.
-_appended: dict[bytes, tuple[Any, Any, Any]] = {}
-_APPENDED_KEEP = 8
-_APPENDED_AT_MOST = 64 * 1024
-_appended_guard = threading.Lock()
-
-
-def _remember_payload(payload: bytes, commit: tuple[Any, Any, Any]) -> None:
-    appended = _appended
-    appended[payload] = commit
-    if len(appended) > _APPENDED_KEEP:
-        with _appended_guard:  # one thread evicts at a time
-            while len(appended) > _APPENDED_KEEP:
-                appended.pop(next(iter(appended)), None)
 
 
 def _pack(state: dict[str, Any]) -> PackedState:
