@@ -87,8 +87,12 @@ _COMPACTION = "compaction"
 
 #: Values larger than this go to a blob frame of their own.
 BLOB_THRESHOLD = 64 * 1024
-#: Rewrite the index cache after this many commits past it.
-INDEX_EVERY = 8
+#: Rewrite the index cache after this many commits past it. A process reads
+#: back its own commits from a snapshot (see _Snapshot), so the cache mostly
+#: serves other processes: they scan at most this many commits after it.
+INDEX_EVERY = 16
+#: ... or after this many, when no snapshot can be left (blobs, or much data).
+INDEX_SOON = 4
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 #: What a step record is guessed to take in the journal, for compaction's planning.
@@ -262,7 +266,6 @@ class Journal:
         "_since",
         "_size",
         "_states",
-        "_tail",
         "_trust",
         "_unsynced",
         "_where",
@@ -304,8 +307,6 @@ class Journal:
         #: Where the journal's compaction commit ends, if it starts with one:
         #: what a compaction leaves, whatever the step records weigh.
         self._compacted = 0
-        #: The journal's last bytes as we appended them: ``(end, bytes before end)``.
-        self._tail: tuple[int, bytes] = (0, b"")
         #: The index cache that vouches for the journal up to ``_index_end``
         #: (its bytes, as read or written), and the journal's bytes from there
         #: to ``_end`` (None once unknown): what a later load in this process
@@ -719,7 +720,6 @@ class Journal:
             chunks.append(frame)
             _pwrite_all(self._fd, chunks, end)  # blobs, or a short write: all again
         self._end = self._size = end = pos + len(frame)
-        self._tail = (end, frame[-_ANCHOR:])
         self._extend_since(frame, b"", blobs=bool(chunks))
         self._commits_since_index += 1
         self._unsynced = True
@@ -748,7 +748,8 @@ class Journal:
         live = len(_HEADER) + self._live + _RECORD_GUESS * len(self._states)
         if self._end > 2 * max(live, self._compacted) + _COMPACT_SLACK:
             return self._compact()
-        if self._commits_since_index >= INDEX_EVERY:
+        commits = self._commits_since_index
+        if commits >= INDEX_EVERY or (commits >= INDEX_SOON and self._since is None):
             self._write_index()
         return None
 
@@ -800,8 +801,12 @@ class Journal:
         # The index is a cache, rewritten in place and never fsynced: it is only
         # read and written under the lock, and one torn by a crash fails its
         # checksum, so loading falls back to scanning the journal.
-        end, tail = self._tail
-        anchor = tail if end == self._end and len(tail) == _ANCHOR else _anchor(self._fd, self._end)
+        since = self._since
+        anchor = (
+            since[-_ANCHOR:]  # the journal's last bytes, as read or written
+            if since is not None and len(since) >= _ANCHOR
+            else _anchor(self._fd, self._end)
+        )
         states = self._states
         self._commits_since_index = 0
         try:

@@ -94,6 +94,7 @@ class StoredResult:
 
 
 _NO_RESULT = StoredResult(pickle.dumps(None))
+_NO_RESULT_DATA = _NO_RESULT.data
 _EMPTY_PARAMS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
 _STATUSES = {status.value: status for status in Status}
 
@@ -217,7 +218,7 @@ def running_state(
         "started": started,
         "ended": None,
         "error": None,
-        "result": _NO_RESULT.data,
+        "result": _NO_RESULT_DATA,
         "params": params,
         "fingerprint": fingerprint,
         "reads": [],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import pickle
 import time
-import weakref
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -31,25 +30,25 @@ _NONE_RESULT = StoredResult.of(None)
 
 
 #: A step whose parameters all may be given by keyword: their names (``env``
-#: aside) and, in order, each name with its default.
+#: aside) and, in order, each name with its default. Kept in the step's own
+#: ``__dict__``, beside its cached signature.
 _KeywordPlan = tuple[frozenset[str], tuple[tuple[str, Any], ...]]
-_KEYWORD_PLANS: weakref.WeakKeyDictionary[Task[Any, Any], _KeywordPlan | None] = (
-    weakref.WeakKeyDictionary()
-)
+_PLAN_ATTRIBUTE = "_expkit_keyword_plan"
+_NO_PLAN: Any = object()
 _BY_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def _keyword_plan(step: Task[Any, Any]) -> _KeywordPlan | None:
-    try:
-        return _KEYWORD_PLANS[step]
-    except KeyError:
-        pass
+    cached = step.__dict__.get(_PLAN_ATTRIBUTE, _NO_PLAN)
+    if cached is not _NO_PLAN:
+        plan: _KeywordPlan | None = cached
+        return plan
     parameters = step.signature.parameters.values()
     plan = None
     if all(parameter.kind in _BY_KEYWORD for parameter in parameters):
         order = tuple((p.name, p.default) for p in parameters if p.name != "env")
         plan = (frozenset(name for name, _ in order), order)
-    _KEYWORD_PLANS[step] = plan
+    step.__dict__[_PLAN_ATTRIBUTE] = plan
     return plan
 
 
