@@ -603,3 +603,36 @@ class TestRecordsInStoredForm:
         assert record.params == {"x": 3}
         assert record.writes == frozenset({"x"})
         assert env.steps["looks"] == record
+
+
+class TestIndexPeriod:
+    """The index cache is rewritten every INDEX_EVERY commits, or INDEX_SOON without snapshots."""
+
+    def test_sooner_after_a_blob(self) -> None:
+        """After a blob, which no snapshot keeps, the cache is rewritten within INDEX_SOON commits."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        env["blob"] = b"b" * (BLOB_THRESHOLD + 1)
+        env.dump()
+        for i in range(journal.INDEX_SOON):
+            env["k"] = i
+            env.dump()
+        assert _index(Path("e")).exists()
+        fresh = Environment.load("e")
+        assert fresh["blob"] == b"b" * (BLOB_THRESHOLD + 1)
+        assert fresh["k"] == journal.INDEX_SOON - 1
+
+    def test_every_index_every_commits_otherwise(self) -> None:
+        """A new journal gets its first cache soon; then one every INDEX_EVERY commits."""
+        env = Environment.create(".", "e", symlink=False, durable=False)
+        for i in range(journal.INDEX_SOON):
+            env["k"] = i
+            env.dump()
+        first = _index(Path("e")).read_bytes()
+        for i in range(INDEX_EVERY - 1):
+            env["k"] = i
+            env.dump()
+        assert _index(Path("e")).read_bytes() == first
+        env["k"] = "last"
+        env.dump()
+        assert _index(Path("e")).read_bytes() != first
+        assert Environment.load("e")["k"] == "last"
