@@ -24,6 +24,14 @@ then so that loading scans only the frames after it. It is validated against
 the journal and ignored when stale. When the journal grows past twice its live
 data, it is compacted into a fresh file: write, fsync, rename, fsync the
 directory.
+
+A process keeps two things between loads, so that a script calling step
+after step does not decode again what it just wrote: the last index cache it
+wrote or read for each journal (its bytes and what they hold), and where the
+last journal it closed on an environment stopped (a snapshot: the index
+cache that vouched for it and the journal's bytes after that cache). A load
+uses them only when the files hold those very bytes, compared in full: what
+it takes is then exactly what reading the bytes would give.
 """
 
 from __future__ import annotations
@@ -168,15 +176,6 @@ class Update:
     #: replaced by another process's compaction): ``data`` and ``steps`` hold
     #: everything, without deletions, and what they lack was deleted.
     full: bool = False
-
-    def merge(self, other: Update) -> None:
-        """Apply a later update on top of this one."""
-        if other.full:
-            self.data.clear()
-            self.steps.clear()
-            self.full = True
-        self.data.update(other.data)
-        self.steps.update(other.steps)
 
 
 _blake2b: Any = None
@@ -464,19 +463,6 @@ class Journal:
     def path(self) -> Path:
         """The journal file."""
         return self.directory / JOURNAL_NAME
-
-    @property
-    def opened_as(self) -> Path:
-        """The directory's absolute path as given when it was opened."""
-        return Path(self._where)
-
-    def stat_dir(self) -> os.stat_result:
-        """``stat`` of the environment directory."""
-        return os.fstat(self._dir_fd)
-
-    def stat_journal(self) -> os.stat_result:
-        """``stat`` of the journal file as opened."""
-        return os.fstat(self._fd)
 
     @property
     def size(self) -> int:
