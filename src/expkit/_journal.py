@@ -151,7 +151,7 @@ PackedState = tuple[str, bytes]
 def as_stored(entry: Entry) -> Stored:
     """A key's :class:`Stored` from any of its forms (a commit frame's, the index's)."""
     if isinstance(entry, bytes):
-        return Stored(entry[:_DIGEST_SIZE], entry[_DIGEST_SIZE:])
+        return _new_stored(Stored, (entry[:_DIGEST_SIZE], entry[_DIGEST_SIZE:], 0, 0, 0))
     if isinstance(entry, Stored):
         return entry
     return Stored._make(entry)
@@ -230,14 +230,19 @@ def _pwrite_all(fd: int, chunks: list[bytes], offset: int) -> None:
             offset += written
 
 
-def _read_to_end(fd: int) -> bytes:
-    """A whole small file's bytes (a short read ends it; the caller checks a checksum)."""
+def _read_to_end(fd: int, hint: int = _CHUNK) -> bytes:
+    """A whole small file's bytes (a short read ends it; the caller checks a checksum).
+
+    ``hint``: the size expected, so that one read of a buffer that size does.
+    """
     chunks = []
+    size = hint + 1
     while True:
-        chunk = os.read(fd, _CHUNK)
+        chunk = os.read(fd, size)
         chunks.append(chunk)
-        if len(chunk) < _CHUNK:
+        if len(chunk) < size:
             return chunk if len(chunks) == 1 else b"".join(chunks)
+        size = _CHUNK
 
 
 class Journal:
@@ -359,13 +364,13 @@ class Journal:
         """
         try:
             try:
-                dir_fd = _open_dir(where)
+                dir_fd = os.open(where, _DIR_FLAGS)
             except NotADirectoryError:  # the journal file itself, or a link to it
                 where = os.path.dirname(os.path.realpath(where))
-                dir_fd = _open_dir(where)
+                dir_fd = os.open(where, _DIR_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             raise NoEnvironmentError(where) from None
-        where = where if os.path.isabs(where) else os.path.abspath(where)
+        where = where if where.startswith("/") else os.path.abspath(where)
         try:
             try:
                 lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -827,14 +832,22 @@ class Journal:
             fd = os.open(INDEX_NAME, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
         except FileNotFoundError:
             return None
+        snapshot = _snapshots.pop(self._ino, None)
+        known = _indexes.get(self._ino)
+        hint = (
+            len(snapshot.index_raw)
+            if snapshot is not None
+            else len(known[0])
+            if known is not None
+            else _CHUNK
+        )
         try:
-            raw = _read_to_end(fd)
+            raw = _read_to_end(fd, hint)
         finally:
             os.close(fd)
         size = _index_size(raw)
         if size is None:
             return None
-        snapshot = _snapshots.pop(self._ino, None)
         if (
             snapshot is not None
             and len(snapshot.index_raw) == size
@@ -1001,8 +1014,11 @@ def _anchor(fd: int, end: int) -> bytes:
     return os.pread(fd, end - start, start)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
 def _open_dir(path: str | Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return os.open(path, _DIR_FLAGS)
 
 
 def _parse_header(buf: bytes, at: int) -> tuple[int, int, int] | None:
