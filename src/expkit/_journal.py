@@ -45,7 +45,7 @@ import pickle
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -91,6 +91,7 @@ _INDEX_HEAD = struct.Struct("<8sQI")
 _MARSHAL_VERSION = 4
 _ANCHOR = 64
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
+_getuid: Callable[[], int] | None = getattr(os, "getuid", None)
 _COMPACTION = "compaction"
 
 #: Values larger than this go to a blob frame of their own.
@@ -271,6 +272,7 @@ class Journal:
         "_size",
         "_states",
         "_trust",
+        "_uid",
         "_unsynced",
         "_where",
         "durable",
@@ -290,6 +292,8 @@ class Journal:
         self.durable = durable
         #: Whether the journal file may be read without checking who can write it.
         self._trust = trust
+        #: This process's user id (if the platform has one), for those checks.
+        self._uid = None if trust or _getuid is None else _getuid()
         self._fd = -1
         self._ino = -1
         self._lock_fd = (
@@ -389,7 +393,7 @@ class Journal:
             raise
         journal = cls(dir_fd, where, durable=durable, lock_fd=lock_fd, trust=trust)
         if not trust:
-            reason = untrusted_reason(os.fstat(dir_fd))
+            reason = untrusted_reason(os.fstat(dir_fd), journal._uid)
             if reason is not None:
                 journal.close()
                 raise UntrustedEnvironmentError(where, reason)
@@ -407,7 +411,7 @@ class Journal:
         except BaseException:
             os.close(fd)
             raise
-        reason = None if self._trust else untrusted_reason(info)
+        reason = None if self._trust else untrusted_reason(info, self._uid)
         if reason is not None:
             os.close(fd)
             raise UntrustedEnvironmentError(Path(self._where) / JOURNAL_NAME, reason)

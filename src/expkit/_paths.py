@@ -70,9 +70,14 @@ def check_trusted(path: Path, info: os.stat_result) -> None:
         raise UntrustedEnvironmentError(path, reason)
 
 
-def untrusted_reason(info: os.stat_result) -> str | None:
-    """Why a file or directory with this ``stat`` must not be trusted, or ``None``."""
-    if _getuid is not None and info.st_uid != _getuid():
+def untrusted_reason(info: os.stat_result, uid: int | None = None) -> str | None:
+    """Why a file or directory with this ``stat`` must not be trusted, or ``None``.
+
+    ``uid``: this process's user id, when the caller has it already.
+    """
+    if uid is None and _getuid is not None:
+        uid = _getuid()
+    if uid is not None and info.st_uid != uid:
         return f"it is owned by uid {info.st_uid}, not by you"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"it is writable by group or others (mode {stat.filemode(info.st_mode)})"
