@@ -6,6 +6,7 @@ processes) commit meanwhile.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import pickle
@@ -311,6 +312,20 @@ class TestSnapshots:
         env["next"] = 1
         env.dump()
         assert _data(Environment.load("e")) == {**state, "next": 1}
+
+    def test_left_by_the_cycle_collector(self) -> None:
+        """Environments in reference cycles close when collected; snapshots stay bounded."""
+        for n in range(journal._SNAPSHOTS_KEEP + 4):
+            env = Environment.create(".", f"c{n}", symlink=False, durable=False)
+            for i in range(journal.INDEX_SOON):
+                env["k"] = i
+                env.dump()
+            env.itself = env  # type: ignore[attr-defined] # a cycle: only gc frees it
+        del env
+        gc.collect()
+        assert 0 < len(journal._snapshots) <= journal._SNAPSHOTS_KEEP
+        last = journal._SNAPSHOTS_KEEP + 3
+        assert Environment.load(f"c{last}")["k"] == journal.INDEX_SOON - 1
 
     def test_two_loads_in_turn(self) -> None:
         """Two handles open at once: one takes the snapshot, the other reads the journal."""

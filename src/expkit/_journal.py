@@ -987,17 +987,17 @@ class _Snapshot(NamedTuple):
 _snapshots: dict[int, _Snapshot] = {}
 _SNAPSHOTS_KEEP = 8
 _SINCE_AT_MOST = 64 * 1024
-_snapshots_guard = threading.Lock()
 
 
 def _remember_snapshot(ino: int, snapshot: _Snapshot) -> None:
+    # No lock here: this runs from __del__, which the garbage collector may
+    # call at any allocation, even one made while a lock of ours is held.
     snapshots = _snapshots
     snapshots.pop(ino, None)
     snapshots[ino] = snapshot
-    if len(snapshots) > _SNAPSHOTS_KEEP:
-        with _snapshots_guard:  # one thread evicts at a time
-            while len(snapshots) > _SNAPSHOTS_KEEP:
-                snapshots.pop(next(iter(snapshots)), None)
+    with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread's eviction
+        while len(snapshots) > _SNAPSHOTS_KEEP:
+            del snapshots[next(iter(snapshots))]
 
 
 def _pack(state: dict[str, Any]) -> PackedState:

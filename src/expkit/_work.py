@@ -88,7 +88,9 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
     data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
     if failed and status is Status.DONE:
         status = Status.FAILED
-        error = UnpicklableValueError(failed[0], "its value cannot be pickled; nothing else is lost")
+        error = UnpicklableValueError(
+            failed[0], "its value cannot be pickled; nothing else is lost"
+        )
         result = None
     writes = tracker.assigned | tracker.deleted | (set(data) & tracker.reads)
     records = {
