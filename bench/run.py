@@ -1,6 +1,6 @@
 """Run the benchmarks of BENCHMARKS.md and report medians, p95 and ratios.
 
-Usage: ``python bench/run.py [--quick] [--only W1,W2,W4] [--tmp DIR] [--output FILE] [--strict]``.
+Usage: ``python bench/run.py [--quick] [--only W1,W3] [--tmp DIR] [--output FILE] [--strict]``.
 Prints a markdown report and writes it to ``build/bench/latest.md`` (a
 generated file: figures worth keeping are copied into ``docs/performance.md``).
 With ``--strict``, exits 1 when a target is missed.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import ROOT, Section, machine_info
 
-WORKLOADS = ("W1", "W2", "W4", "W4DASK", "SHELL")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W4DASK", "SHELL")
 
 
 def _runner(name: str) -> Callable[..., Section]:
@@ -29,6 +29,10 @@ def _runner(name: str) -> Callable[..., Section]:
         import w2
 
         return w2.run
+    if name == "W3":
+        import w3
+
+        return w3.run
     if name == "W4":
         import w4
 
