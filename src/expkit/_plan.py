@@ -13,6 +13,7 @@ from ._fingerprint import params_fingerprint
 from ._graph import Node, build_graph, leaves, resolve_step
 from ._instances import parse_selector, selects
 from ._status import Status
+from ._steps import Brief, StepRecords
 
 if TYPE_CHECKING:
     from ._environment import Environment
@@ -204,7 +205,8 @@ def _check_params_names(params: Params, nodes: Mapping[str, Node]) -> None:
 def _decide(
     nodes: Mapping[str, Node], env: Environment | None, forced: list[str], params: Params
 ) -> list[PlanEntry]:
-    records: Mapping[str, StepRecord] = env.steps if env is not None else {}
+    records = env._records_snapshot() if env is not None else StepRecords()  # noqa: SLF001
+    briefs = records.briefs(nodes)
     force_selectors = [parse_selector(name) for name in forced]
     # Step-wide params first, then those given for matching instances.
     by_selector = sorted(
@@ -214,28 +216,46 @@ def _decide(
     entries: dict[str, PlanEntry] = {}
     for name, node in nodes.items():
         step = node.step
-        given: dict[str, Any] = {}
-        for target, selector, values in by_selector or ():
-            if target == step.name and selects(selector, node.point):
-                given.update(values)
-        if node.point:
-            _check_no_clash(name, step.name, given, node.point)
-            given.update(node.point)
-        if node.deferred:
-            call_params: Mapping[str, Any] = {}
-        elif not given and step.defaults_fingerprint is not None:
-            call_params = step.defaults  # shared, read-only: no copy per node
+        if by_selector or node.point or node.deferred or step.defaults_fingerprint is None:
+            call_params = _call_params(name, node, by_selector)
         else:
-            call_params = step.params_for(given)
-        record = records.get(name)
+            call_params = step.defaults  # shared, read-only: no copy per node
+        brief = briefs.get(name)
         action, reason = _judge(
-            node, record, call_params, decided=entries, records=records, forced=force_selectors
+            node, brief, call_params, decided=entries, briefs=briefs, forced=force_selectors
         )
-        status = record.status if record is not None else Status.PENDING
+        if reason is _NOT_DONE:  # only these few records are decoded whole
+            reason = _not_done(records[name])
         entries[name] = PlanEntry(  # positional: ten thousand of these must be cheap
-            name, action, reason, status, step.name, call_params, node.requires, step.priority
+            name,
+            action,
+            reason,
+            Status.PENDING if brief is None else brief.status,
+            step.name,
+            call_params,
+            node.requires,
+            step.priority,
         )
     return list(entries.values())
+
+
+def _call_params(
+    name: str, node: Node, by_selector: list[tuple[str, dict[str, str], Mapping[str, Any]]]
+) -> Mapping[str, Any]:
+    """The params a node runs with: defaults, params given for it, its grid point."""
+    if node.deferred:
+        return {}
+    step = node.step
+    given: dict[str, Any] = {}
+    for target, selector, values in by_selector:
+        if target == step.name and selects(selector, node.point):
+            given.update(values)
+    if node.point:
+        _check_no_clash(name, step.name, given, node.point)
+        given.update(node.point)
+    if not given and step.defaults_fingerprint is not None:
+        return step.defaults
+    return step.params_for(given)
 
 
 def _check_no_clash(
@@ -250,13 +270,17 @@ def _check_no_clash(
         raise TypeError(msg)
 
 
+#: The reason is the record's own story, told by _not_done (only for the steps that need it).
+_NOT_DONE = "not done"
+
+
 def _judge(
     node: Node,
-    record: StepRecord | None,
+    brief: Brief | None,
     call_params: Mapping[str, Any],
     *,
     decided: Mapping[str, PlanEntry],
-    records: Mapping[str, StepRecord],
+    briefs: Mapping[str, Brief],
     forced: list[tuple[str, dict[str, str]]],
 ) -> tuple[str, str]:
     """The action and reason for one node; the rules apply in this order."""
@@ -264,11 +288,11 @@ def _judge(
         return RUN, "a sweep whose instances are known once its prerequisites are done"
     if forced and any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
         return RUN, "forced"
-    if record is None or record.status in (Status.PENDING, Status.WAITING):
+    if brief is None or brief.status in (Status.PENDING, Status.WAITING):
         return RUN, "never run"
-    if record.status is not Status.DONE:
-        return RUN, _not_done(record)
-    return _judge_done(node, record, call_params, decided, records)
+    if brief.status is not Status.DONE:
+        return RUN, _NOT_DONE
+    return _judge_done(node, brief, call_params, decided, briefs)
 
 
 def _not_done(record: StepRecord) -> str:
@@ -289,30 +313,30 @@ def _not_done(record: StepRecord) -> str:
 
 def _judge_done(  # noqa: PLR0911 - one return per re-run rule
     node: Node,
-    record: StepRecord,
+    brief: Brief,
     call_params: Mapping[str, Any],
     decided: Mapping[str, PlanEntry],
-    records: Mapping[str, StepRecord],
+    briefs: Mapping[str, Brief],
 ) -> tuple[str, str]:
+    started = brief.started
     for upstream in node.requires:
         if decided[upstream].action == RUN:
             return RUN, f"upstream {upstream!r} runs again"
-        done = records.get(upstream)
-        if done is not None and done.ended and record.started and done.ended > record.started:
+        done = briefs.get(upstream)
+        if done is not None and done.ended and started and done.ended > started:
             return RUN, f"upstream {upstream!r} finished after this step ran"
-    stored = record.fingerprint
+    stored = brief.fingerprint
     if not stored:
         return SKIP, "up to date (marked done without a fingerprint)"
     # Most steps run with their defaults: their fingerprint is computed once.
-    printed = node.step.defaults_fingerprint
-    if printed is None or (
-        call_params is not node.step.defaults and call_params != node.step.defaults
-    ):
+    step = node.step
+    printed = step.defaults_fingerprint
+    if printed is None or (call_params is not step.defaults and call_params != step.defaults):
         printed = params_fingerprint(call_params)
     if stored[16:] != printed:
         return RUN, "params changed"
-    if stored[:16] != node.step.code_fingerprint:
-        if node.step.options.rerun_on_change:
+    if stored[:16] != step.code_fingerprint:
+        if step.options.rerun_on_change:
             return RUN, "code changed"
         return SKIP, "code changed (kept: rerun_on_change is off)"
     return SKIP, "up to date"

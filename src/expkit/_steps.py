@@ -6,13 +6,13 @@ import threading
 import types
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._journal import unpacked
 from ._records import StepRecord
 from ._status import Status
 
-__all__ = ["StepRecords", "StepsMixin", "StoredState", "step_name"]
+__all__ = ["Brief", "StepRecords", "StepsMixin", "StoredState", "step_name"]
 
 #: A step record's stored form: a dict of builtins (``StepRecord.to_state``),
 #: or, from the index cache, its status and that dict packed (see _journal).
@@ -49,6 +49,20 @@ _state = unpacked
 def _status(stored: StoredState) -> Status:
     value = stored[0] if isinstance(stored, tuple) else stored["status"]
     return _BY_VALUE.get(value) or Status(value)
+
+
+class Brief(NamedTuple):
+    """What the planner reads of a record; nothing else of it is decoded."""
+
+    status: Status
+    #: POSIX timestamps.
+    started: float | None
+    ended: float | None
+    fingerprint: str | None
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
 
 
 class StepRecords(MutableMapping[str, StepRecord]):
@@ -125,6 +139,51 @@ class StepRecords(MutableMapping[str, StepRecord]):
             return None
         return item.status if isinstance(item, StepRecord) else _status(item)
 
+    def briefs(self, names: Iterable[str]) -> dict[str, Brief]:
+        """The :class:`Brief` of each of ``names`` that is recorded, in one pass."""
+        items = self._items
+        found: dict[str, Brief] = {}
+        for name in names:
+            item = items.get(name)
+            if item is None:
+                continue
+            if isinstance(item, StepRecord):
+                found[name] = Brief(
+                    item.status, _timestamp(item.started), _timestamp(item.ended), item.fingerprint
+                )
+                continue
+            state = _state(item)
+            status = state["status"]
+            found[name] = Brief(
+                _BY_VALUE.get(status) or Status(status),
+                state["started"],
+                state["ended"],
+                state["fingerprint"],
+            )
+        return found
+
+    def brief(self, name: str) -> Brief | None:
+        """A record's status, clocks and fingerprint, ``None`` when unrecorded.
+
+        A plan reads these of thousands of records: a stored one is not
+        made into a :class:`StepRecord` (datetimes, error, owner) for them.
+        """
+        item = self._items.get(name)
+        if item is None:
+            return None
+        if isinstance(item, StepRecord):
+            return Brief(
+                item.status, _timestamp(item.started), _timestamp(item.ended), item.fingerprint
+            )
+        state = _state(item)
+        status = state["status"]
+        return Brief(
+            _BY_VALUE.get(status) or Status(status),
+            state["started"],
+            state["ended"],
+            state["fingerprint"],
+        )
+
     def running(self) -> list[StepRecord]:
         """The RUNNING records (only those are decoded)."""
         found = []
@@ -153,6 +212,11 @@ class StepsMixin:
         """Read-only snapshot: step name -> :class:`StepRecord`."""
         with self._lock:
             return types.MappingProxyType(dict(self._steps))
+
+    def _records_snapshot(self) -> StepRecords:
+        """The records as they are now, decoded or not (a shallow copy)."""
+        with self._lock:
+            return self._steps.copy()
 
     def _record(self, step: str | _Named) -> StepRecord:
         name = step_name(step)
