@@ -161,12 +161,14 @@ def build_graph(
     members: dict[str, list[str]] = {}  # sweep -> names of its nodes (a plain step is its node)
     steps = _closure(roots, registry)
     # A prerequisite of another step is needed whole, whatever a target selected.
-    needed_whole = {name for step in steps for name in step.options.requires}
+    selected = any(wanted.values())
+    needed_whole = {name for step in steps for name in step.options.requires} if selected else ()
     for step in steps:
-        # The closure checked every name: members has each prerequisite.
-        requires = _expand_requires(step.options.requires, members)
-        if step.options.grid is None:  # the common case, kept cheap for big graphs
-            nodes[step.name] = Node(step.name, step, _NO_POINT, requires)
+        options = step.options
+        # The closure checked every name: members has each sweep prerequisite.
+        requires = _expand_requires(options.requires, members) if members else options.requires
+        if options.grid is None:  # the common case, kept cheap for big graphs
+            nodes[step.name] = Node(step.name, step, _NO_POINT, requires, False)  # noqa: FBT003
             continue
         try:
             if step.name in defer:

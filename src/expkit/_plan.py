@@ -221,16 +221,14 @@ def _decide(
         else:
             call_params = step.defaults  # shared, read-only: no copy per node
         brief = briefs.get(name)
-        action, reason = _judge(
-            node, brief, call_params, decided=entries, briefs=briefs, forced=force_selectors
-        )
+        action, reason = _judge(node, brief, call_params, entries, briefs, force_selectors)
         if reason is _NOT_DONE:  # only these few records are decoded whole
             reason = _not_done(records[name])
         entries[name] = PlanEntry(  # positional: ten thousand of these must be cheap
             name,
             action,
             reason,
-            Status.PENDING if brief is None else brief.status,
+            _PENDING if brief is None else brief.status,
             step.name,
             call_params,
             node.requires,
@@ -272,13 +270,15 @@ def _check_no_clash(
 
 #: The reason is the record's own story, told by _not_done (only for the steps that need it).
 _NOT_DONE = "not done"
+# Module constants: ten thousand judgements each read them.
+_PENDING, _DONE = Status.PENDING, Status.DONE
+_NEVER_RAN = frozenset((Status.PENDING, Status.WAITING))
 
 
-def _judge(
+def _judge(  # noqa: PLR0917 - positional: called once per node of the plan
     node: Node,
     brief: Brief | None,
     call_params: Mapping[str, Any],
-    *,
     decided: Mapping[str, PlanEntry],
     briefs: Mapping[str, Brief],
     forced: list[tuple[str, dict[str, str]]],
@@ -288,9 +288,9 @@ def _judge(
         return RUN, "a sweep whose instances are known once its prerequisites are done"
     if forced and any(step == node.step.name and selects(sel, node.point) for step, sel in forced):
         return RUN, "forced"
-    if brief is None or brief.status in (Status.PENDING, Status.WAITING):
+    if brief is None or brief.status in _NEVER_RAN:
         return RUN, "never run"
-    if brief.status is not Status.DONE:
+    if brief.status is not _DONE:
         return RUN, _NOT_DONE
     return _judge_done(node, brief, call_params, decided, briefs)
 

@@ -162,28 +162,6 @@ class StepRecords(MutableMapping[str, StepRecord]):
             )
         return found
 
-    def brief(self, name: str) -> Brief | None:
-        """A record's status, clocks and fingerprint, ``None`` when unrecorded.
-
-        A plan reads these of thousands of records: a stored one is not
-        made into a :class:`StepRecord` (datetimes, error, owner) for them.
-        """
-        item = self._items.get(name)
-        if item is None:
-            return None
-        if isinstance(item, StepRecord):
-            return Brief(
-                item.status, _timestamp(item.started), _timestamp(item.ended), item.fingerprint
-            )
-        state = _state(item)
-        status = state["status"]
-        return Brief(
-            _BY_VALUE.get(status) or Status(status),
-            state["started"],
-            state["ended"],
-            state["fingerprint"],
-        )
-
     def running(self) -> list[StepRecord]:
         """The RUNNING records (only those are decoded)."""
         found = []
