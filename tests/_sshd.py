@@ -3,7 +3,9 @@
 :func:`loopback_sshd` generates a host key and a user key, writes an
 ``sshd_config`` of absolute paths (nothing under ``~/.ssh`` or ``/etc/ssh`` is
 read or written) and starts ``sshd`` listening on one free port per node (one
-server per 16 nodes: sshd listens on 16 sockets at most). The client side is
+server per 16 nodes: sshd listens on 16 sockets at most), or one server per
+node with a home directory of its own (``separate_homes=True``, for
+experiments that must tell the nodes' files apart). The client side is
 an ``ssh_config`` naming each node (``node1``, ``node2``, ...) as an alias of
 ``127.0.0.1`` and its port, plus ``down``, whose port nothing listens on.
 Give that file to ``run(..., ssh_config=...)``.
@@ -41,6 +43,8 @@ class LoopbackSshd:
     nodes: tuple[str, ...]
     down: str
     ports: tuple[int, ...]
+    #: Each node's home directory: ``home`` for all, unless the homes are separate.
+    homes: dict[str, Path]
 
 
 def find_sshd() -> str:
@@ -56,8 +60,16 @@ def find_sshd() -> str:
 
 
 @contextlib.contextmanager
-def loopback_sshd(directory: Path, count: int) -> Iterator[LoopbackSshd]:
-    """Start sshd for ``count`` nodes under ``directory``; stop it on exit."""
+def loopback_sshd(
+    directory: Path, count: int, *, separate_homes: bool = False
+) -> Iterator[LoopbackSshd]:
+    """Start sshd for ``count`` nodes under ``directory``; stop it on exit.
+
+    With ``separate_homes``, each node has its own server and home directory,
+    ``home/<node>``, as if it were a machine of its own (``$HOME`` of its
+    remote shells, where scp's relative paths go). sshd takes the home from
+    its configuration, not per port, hence a server per node.
+    """
     sshd = find_sshd()
     directory.mkdir(parents=True, exist_ok=True)
     host_key, user_key = directory / "host_key", directory / "user_key"
@@ -68,7 +80,6 @@ def loopback_sshd(directory: Path, count: int) -> Iterator[LoopbackSshd]:
             stdin=subprocess.DEVNULL,
         )
     shutil.copyfile(user_key.with_suffix(".pub"), directory / "authorized_keys")
-    (directory / "home").mkdir(exist_ok=True)
     public_host_key = host_key.with_suffix(".pub").read_text().split()
     (directory / "known_hosts").write_text(f"{_HOST_KEY_ALIAS} {' '.join(public_host_key[:2])}\n")
 
@@ -76,21 +87,30 @@ def loopback_sshd(directory: Path, count: int) -> Iterator[LoopbackSshd]:
     nodes = tuple(f"node{i}" for i in range(1, count + 1))
     client_config = directory / "ssh_config"
     _write_client_config(client_config, directory, dict(zip(nodes, ports, strict=True)), closed)
-    # sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS): one server per 16 nodes.
-    groups = [ports[i : i + _PORTS_PER_SERVER] for i in range(0, len(ports), _PORTS_PER_SERVER)]
+    shared = directory / "home"
+    if separate_homes:
+        homes = {node: shared / node for node in nodes}
+        groups = [[port] for port in ports]
+    else:
+        homes = dict.fromkeys(nodes, shared)
+        # sshd listens on at most 16 sockets (MAX_LISTEN_SOCKS): one server per 16 nodes.
+        groups = [ports[i : i + _PORTS_PER_SERVER] for i in range(0, len(ports), _PORTS_PER_SERVER)]
+    for home in {shared, *homes.values()}:
+        home.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as servers:
         for number, group in enumerate(groups):
-            servers.enter_context(_server(sshd, directory, number, group))
-        yield LoopbackSshd(
-            directory, directory / "home", client_config, nodes, "down", tuple(ports)
-        )
+            home = homes[nodes[ports.index(group[0])]]
+            servers.enter_context(_server(sshd, directory, number, group, home))
+        yield LoopbackSshd(directory, shared, client_config, nodes, "down", tuple(ports), homes)
 
 
 @contextlib.contextmanager
-def _server(sshd: str, directory: Path, number: int, ports: list[int]) -> Iterator[None]:
+def _server(
+    sshd: str, directory: Path, number: int, ports: list[int], home: Path
+) -> Iterator[None]:
     """One sshd process listening on ``ports``, until the context ends."""
     config = directory / f"sshd_config.{number}"
-    _write_server_config(sshd, config, directory, number, ports)
+    _write_server_config(sshd, config, directory, number, ports, home=home)
     log_path = directory / f"sshd.{number}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -124,7 +144,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _write_server_config(
-    sshd: str, path: Path, directory: Path, number: int, ports: list[int]
+    sshd: str, path: Path, directory: Path, number: int, ports: list[int], *, home: Path
 ) -> None:
     lines = [f"ListenAddress 127.0.0.1:{port}" for port in ports]
     lines += [
@@ -146,8 +166,8 @@ def _write_server_config(
         # machine's user (a ~/.bashrc running `pyenv init` costs more than the
         # connection), and scp's relative paths land there (it speaks SFTP since
         # OpenSSH 9.0).
-        f"SetEnv HOME={directory / 'home'}",
-        f"Subsystem sftp internal-sftp -d {directory / 'home'}",
+        f"SetEnv HOME={home}",
+        f"Subsystem sftp internal-sftp -d {home}",
     ]
     # OpenSSH 9.8 and later penalise addresses whose connections fail or time
     # out; the tests do both on purpose. Older versions do not know the option.
