@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -1323,3 +1324,33 @@ class TestUnpicklable:
             False,
             "failed",
         ]
+
+
+def _p_plain(a: Any, b: Any = 1, *, c: Any, d: Any = 2) -> None: ...
+def _p_env(env: Any, a: Any, b: Any = 3) -> None: ...
+def _p_env_default(a: Any, env: Any = None, *, k: Any = 4) -> None: ...
+def _p_varargs(a: Any, /, b: Any, *args: Any, c: Any = 5, **kwargs: Any) -> None: ...
+def _p_kwargs(**kwargs: Any) -> None: ...
+def _p_none() -> None: ...
+def _p_posonly_defaults(a: Any = 1, b: Any = 2, /, c: Any = 3) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_p_plain, _p_env, _p_env_default, _p_varargs, _p_kwargs, _p_none, _p_posonly_defaults],
+)
+def test_parameters_read_from_code_agree_with_inspect(fn: Callable[..., None]) -> None:
+    """The planner's fast reading of a function's parameters is the signature's."""
+    from expkit._task import _plain_parameters
+
+    assert _plain_parameters(fn) is not None
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> None:  # read through inspect.signature
+        fn(*args, **kwargs)
+
+    assert _plain_parameters(wrapped) is None
+    by_code = Task(fn, TaskOptions(name="by_code"))
+    by_signature = Task(wrapped, TaskOptions(name="by_signature"))
+    assert by_code._parameters == by_signature._parameters
+    assert by_code.takes_env == by_signature.takes_env
