@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from .helpers import run_python
+
 EXP = Path(sys.executable).with_name("exp")
 TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial" / "first-experiment.md"
 
@@ -486,6 +488,75 @@ _VARYING = [
     (re.compile(r"\d+\.\d+ s\b"), "<SECONDS>"),
     (re.compile(r"pid \d+ on \S+"), "pid <PID>"),
 ]
+
+
+class TestQuickConversion:
+    """Plain option values are converted without pydantic, exactly as typer converts them."""
+
+    @pytest.mark.usefixtures("expfile")
+    def test_run_loads_no_pydantic(self) -> None:
+        """A whole ``exp run`` with options of every plain kind never imports pydantic."""
+        code = """
+            import sys
+            from expkit.cli import main
+            sys.argv = ["exp", "-v", "run", "-j", "2", "--executor", "threads", "-p",
+                        "provision.nodes=3", "--force", "deploy", "--env", "e", "-q"]
+            try:
+                main()
+            except SystemExit as stop:
+                print(stop.code, "pydantic" in sys.modules)
+            """
+        assert run_python(code).stdout.split()[-2:] == ["0", "False"]
+
+    def test_same_values_and_errors_as_typer(self, tmp_path: Path) -> None:
+        """Every option given the quick conversion gives typer's value, or typer's error."""
+        typer_main = pytest.importorskip("typer.main")
+        coercion = pytest.importorskip("typer._coercion")
+        if not hasattr(coercion, "build_runtime_param"):
+            pytest.skip("this typer converts values through click's types")
+        import typer
+
+        from expkit.cli._app import app
+        from expkit.cli._coerce import install
+
+        unreadable = tmp_path / "unreadable"
+        unreadable.write_text("")
+        unreadable.chmod(0)
+        samples: list[object] = [None, "", "2", "0", "-1", "1.5", " 3", "x", "threads", "Dask"]
+        samples += ["dask", str(tmp_path), str(unreadable), ["a", "b"], ("x",), [], 3, 0, True]
+        samples += [False, Path("p"), 2.0]
+        group = typer_main.get_command(app)
+        top = typer.Context(group)
+        commands = [(group, top)] + [
+            (command, typer.Context(command, parent=top)) for command in group.commands.values()
+        ]
+        checked = 0
+        for command, ctx in commands:
+            params = command.get_params(ctx)
+            install(params)
+            for param in params:
+                quick = param._runtime_param
+                if quick is None:
+                    continue
+                full = coercion.build_runtime_param(param.type_descriptor)
+                for value in samples:
+                    assert _outcome(quick, value, param, ctx) == _outcome(
+                        full, value, param, ctx
+                    ), (
+                        command.name,
+                        param.name,
+                        value,
+                    )
+                    checked += 1
+        assert checked > 100
+
+
+def _outcome(converter: Any, value: object, param: Any, ctx: Any) -> tuple[str, object]:
+    """What converting ``value`` gives: its result, or its error's type and message."""
+    try:
+        return ("value", converter.coerce(value, param=param, ctx=ctx))
+    except Exception as error:  # noqa: BLE001 - the error is the outcome compared
+        return (type(error).__name__, str(error))
 
 
 def _steady(line: str) -> str:

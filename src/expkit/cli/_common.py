@@ -20,6 +20,8 @@ from typer.core import TyperGroup
 
 from expkit._errors import ExpkitError
 
+from ._coerce import install
+
 if TYPE_CHECKING:
     from expkit import Environment, Status
 
@@ -179,6 +181,19 @@ def _configure_logging(state: State) -> None:
 
 class ExpGroup(TyperGroup):
     """The ``exp`` group: turns errors into one line and an exit status (DESIGN section 7)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse the global options, converting plain values without pydantic."""
+        install(self.get_params(ctx))
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command to run, its plain options converted without pydantic."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            # Its context inherits the help option's names from this one.
+            install(command.get_params(ctx))
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
         """Run the command; an error prints one line (a traceback with ``-v``) and exits."""
