@@ -1,0 +1,270 @@
+"""Run progress in a Jupyter notebook: one table under the cell, updated in place.
+
+``make`` shows it when it runs in a Jupyter kernel and is given no
+``on_event`` (:func:`default_observer`). IPython is imported only inside a
+kernel, where it is loaded already: ``import expkit`` must not load it
+anywhere else.
+
+The table has a row per step and one per sweep (with a bar counting its
+instances), so a sweep of ten thousand instances stays a small table.
+Updates are throttled: a fast sweep would otherwise send more display
+messages than the kernel's output channel lets through.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from ._status import Status
+from ._tables import STATUS_COLOURS
+
+if TYPE_CHECKING:
+    from ._events import Event, Observer
+    from ._plan import Plan, PlanEntry
+    from ._report import StepOutcome
+
+__all__ = ["NotebookProgress", "default_observer", "in_kernel"]
+
+#: Seconds between two updates of the table, at most one per interval.
+INTERVAL = 0.2
+#: Failed instances of one sweep named in its row; the rest are counted.
+_NAMED = 3
+_UP_TO_DATE = "up to date"
+
+
+def in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (ipykernel's shell), not a terminal or script."""
+    zmqshell = sys.modules.get("ipykernel.zmqshell")
+    if zmqshell is None:  # not a kernel: do not import IPython to find out
+        return False
+    from IPython import get_ipython
+
+    return isinstance(get_ipython(), zmqshell.ZMQInteractiveShell)
+
+
+def default_observer() -> Observer | None:
+    """The progress ``make`` shows when not told otherwise: a live table in a kernel, else none."""
+    return NotebookProgress() if in_kernel() else None
+
+
+class _Row:
+    """What the table shows for one step, or for one sweep's instances together."""
+
+    __slots__ = ("attempt", "instances", "kept", "note", "runs", "status")
+
+    def __init__(self, status: Status, note: str, *, runs: bool) -> None:
+        self.status = status
+        self.note = note
+        #: Whether this run runs it (not: up to date, or kept for another reason).
+        self.runs = runs
+        self.attempt = 0
+        #: A sweep's instances that run: name -> status.
+        self.instances: dict[str, Status] = {}
+        #: A sweep's instances that do not run, counted by reason.
+        self.kept: Counter[str] = Counter()
+
+
+class NotebookProgress:
+    """An observer for ``make(on_event=...)`` that draws the run as an HTML table.
+
+    The table is shown with an IPython display handle when the first plan is
+    ready, then updated in place; its plain-text form serves frontends
+    without HTML.
+    """
+
+    def __init__(self, interval: float = INTERVAL) -> None:
+        self.interval = interval
+        self.rows: dict[str, _Row] = {}
+        #: Instance name -> its sweep's row name.
+        self.sweep_of: dict[str, str] = {}
+        self.where = ""
+        self.display_id: str | None = None
+        # The driver calls in one thread, a timer flushes in another.
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+
+    # -- events ------------------------------------------------------------
+
+    def __call__(self, event: Event) -> None:
+        """Record one event, and show it unless the table was updated a moment ago."""
+        from ._events import PlanReady, StepFinished, StepStarted
+
+        with self._lock:
+            now = False
+            if isinstance(event, PlanReady):
+                self._plan(event.plan)
+                now = True
+            elif isinstance(event, StepStarted):
+                self._started(event.name, event.attempt)
+            elif isinstance(event, StepFinished):
+                # A failure, and the end of the run, are shown at once: no
+                # later event may come to flush them.
+                now = self._finished(event.outcome) or self._all_finished()
+            self._show(now=now)
+
+    def _plan(self, plan: Plan) -> None:
+        if plan.env is not None:
+            self.where = str(plan.env.resultdir)
+        for entry in plan:
+            if entry.name != entry.step:
+                self._plan_instance(entry)
+            elif entry.name not in self.rows or entry.runs:
+                # A later wave re-plans steps this run finished: keep what they did.
+                status = Status.WAITING if entry.runs else entry.status
+                self.rows[entry.name] = _Row(status, entry.reason, runs=entry.runs)
+
+    def _plan_instance(self, entry: PlanEntry) -> None:
+        self.sweep_of[entry.name] = entry.step
+        row = self.rows.get(entry.step)
+        if row is None:
+            row = self.rows[entry.step] = _Row(entry.status, "", runs=False)
+        if entry.runs:
+            row.instances[entry.name] = Status.WAITING
+            row.status = Status.WAITING
+            row.runs = True
+        elif entry.name not in row.instances:
+            row.kept[entry.reason] += 1
+
+    def _started(self, name: str, attempt: int) -> None:
+        sweep = self.sweep_of.get(name)
+        if sweep is not None:
+            self.rows[sweep].instances[name] = Status.RUNNING
+            self.rows[sweep].status = Status.RUNNING
+            return
+        row = self.rows.setdefault(name, _Row(Status.RUNNING, "", runs=True))
+        row.status = Status.RUNNING
+        row.attempt = attempt
+        row.note = f"attempt {attempt}" if attempt > 1 else "running"
+
+    def _finished(self, outcome: StepOutcome) -> bool:
+        """Record an outcome; whether it is bad news (shown at once)."""
+        sweep = self.sweep_of.get(outcome.name)
+        if sweep is not None:
+            row = self.rows[sweep]
+            row.instances[outcome.name] = outcome.status
+            row.status = _sweep_status(row.instances)
+        else:
+            row = self.rows.setdefault(outcome.name, _Row(outcome.status, "", runs=True))
+            row.runs = True
+            row.status = outcome.status
+            row.note = _note(outcome)
+        return outcome.status is not Status.DONE
+
+    def _all_finished(self) -> bool:
+        done, total = self._counts()
+        return done == total
+
+    # -- display -----------------------------------------------------------
+
+    def _show(self, *, now: bool) -> None:
+        """Update the table now, or within ``interval`` (one timer at a time)."""
+        wait = self._last + self.interval - time.monotonic()
+        if now or wait <= 0:
+            self._draw()
+        elif self._timer is None:
+            self._timer = threading.Timer(wait, self._flush)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._draw()
+
+    def _draw(self) -> None:
+        from IPython.display import display, update_display
+
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._last = time.monotonic()
+        bundle = {"text/html": self.html(), "text/plain": self.text()}
+        if self.display_id is None:
+            # IPython's display functions are not annotated.
+            handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
+            self.display_id = handle.display_id if handle is not None else None
+        else:
+            update_display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+
+    def _counts(self) -> tuple[int, int]:
+        """Units of work (steps and instances) finished, and planned to run."""
+        done = total = 0
+        for row in self.rows.values():
+            if row.instances:
+                total += len(row.instances)
+                done += sum(s not in _BUSY for s in row.instances.values())
+            elif row.runs:
+                total += 1
+                done += row.status not in _BUSY
+        return done, total
+
+    def _cells(self, name: str, row: _Row) -> tuple[str, str, str]:
+        if not row.instances and not row.kept:
+            return name, row.status.value, row.note
+        counts = Counter(s.value for s in row.instances.values())
+        parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+        parts += [f"{n} kept: {reason}" for reason, n in sorted(row.kept.items())]
+        bad = [i for i, s in row.instances.items() if s in _BAD]
+        named = ", ".join(bad[:_NAMED]) + (", ..." if len(bad) > _NAMED else "")
+        note = ", ".join(parts) + (f" (not done: {named})" if bad else "")
+        size = len(row.instances) + sum(row.kept.values())
+        return f"{name} ({size} instances)", row.status.value, note
+
+    def html(self) -> str:
+        """The table as HTML: a summary with a bar, then a row per step or sweep."""
+        done, total = self._counts()
+        rows = []
+        for name, row in self.rows.items():
+            step, status, note = self._cells(name, row)
+            bar = ""
+            if row.instances:
+                finished = sum(s not in _BUSY for s in row.instances.values())
+                bar = f' <progress value="{finished}" max="{len(row.instances)}"></progress>'
+            rows.append(
+                f'<tr style="background:{STATUS_COLOURS[row.status]}">'
+                f"<td><code>{html.escape(step)}</code></td><td>{status}</td>"
+                f"<td>{html.escape(note)}{bar}</td></tr>"
+            )
+        where = f" in <code>{html.escape(self.where)}</code>" if self.where else ""
+        return (
+            f"<div><p><b>expkit</b>{where}: {done}/{total} finished "
+            f'<progress value="{done}" max="{max(total, 1)}"></progress></p>'
+            "<table><thead><tr><th>step</th><th>status</th><th>note</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>"
+        )
+
+    def text(self) -> str:
+        """The table as plain text, for frontends that show no HTML."""
+        from ._tables import text_table
+
+        done, total = self._counts()
+        rows = [self._cells(name, row) for name, row in self.rows.items()]
+        head = f"expkit{' in ' + self.where if self.where else ''}: {done}/{total} finished"
+        return head + ("\n" + text_table(("step", "status", "note"), rows) if rows else "")
+
+
+_BAD = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED, Status.SKIPPED)
+_BUSY = (Status.WAITING, Status.RUNNING)
+
+
+def _sweep_status(instances: dict[str, Status]) -> Status:
+    """A sweep's colour: running while any instance runs, then its worst outcome."""
+    statuses = set(instances.values())
+    for status in (Status.RUNNING, Status.WAITING, *_BAD):
+        if status in statuses:
+            return status
+    return Status.DONE
+
+
+def _note(outcome: StepOutcome) -> str:
+    if outcome.error is not None and outcome.status is not Status.DONE:
+        return outcome.error.summary()
+    if outcome.duration is not None and outcome.ran:
+        return f"{outcome.duration:.2f} s"
+    return outcome.reason

@@ -1,0 +1,501 @@
+"""Notebooks: steps defined in cells, run in a real Jupyter kernel (nbclient + ipykernel).
+
+Each notebook runs in a fresh kernel whose working directory is the test's
+own; the steps append their names to ``runs.log`` there, which counts runs
+across kernels. The kernel is this interpreter (a kernelspec written for
+``sys.executable``), so a clean checkout needs no installed kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+
+import expkit
+from expkit import Environment, Status, make, task
+from expkit._notebook import NotebookProgress, default_observer
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = "expkit-test"
+#: Seconds a cell may take before nbclient gives up: a hung kernel fails, never hangs.
+CELL_TIMEOUT = 60
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Jupyter data directory whose one kernel is this interpreter."""
+    data = tmp_path_factory.mktemp("jupyter")
+    spec = data / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "expkit tests", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _kernel_on_path(kernels: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name no user kernel has: a kernelspec in ~/.local cannot shadow it.
+    monkeypatch.setenv("JUPYTER_PATH", str(kernels))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+
+
+def notebook(*cells: str) -> nbformat.NotebookNode:
+    """A notebook of code cells; a cell starting ``# raises`` may raise."""
+    made = []
+    for source in cells:
+        cell = nbformat.v4.new_code_cell(textwrap.dedent(source).strip())  # type: ignore[no-untyped-call]
+        if source.lstrip().startswith("# raises"):
+            cell.metadata["tags"] = ["raises-exception"]
+        made.append(cell)
+    made_nb: nbformat.NotebookNode = nbformat.v4.new_notebook(cells=made)  # type: ignore[no-untyped-call]
+    return made_nb
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    """A notebook file, as nbformat 4."""
+    nb: nbformat.NotebookNode = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
+    return nb
+
+
+def client(nb: nbformat.NotebookNode) -> NotebookClient:
+    """A client that runs ``nb`` in a fresh kernel, in the current directory."""
+    return NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(Path.cwd())}},
+    )
+
+
+def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Run every cell from the top in a fresh kernel; a cell error fails the test."""
+    client(nb).execute()
+    return nb
+
+
+@contextlib.contextmanager
+def once(flag: Path, act: Callable[[], None]) -> Iterator[None]:
+    """Do ``act`` from another thread as soon as ``flag`` exists (a step made it)."""
+    failed: list[str] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + CELL_TIMEOUT
+        while not flag.exists():
+            if time.monotonic() > deadline:
+                failed.append(f"{flag} never appeared")
+                return
+            time.sleep(0.02)
+        act()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield
+    watcher.join()
+    assert not failed
+
+
+def runs() -> Counter[str]:
+    """How many times each step ran, in every kernel so far."""
+    log = Path("runs.log")
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def printed(nb: nbformat.NotebookNode, tag: str) -> Any:
+    """The JSON a cell printed after ``tag``, in the last cell that printed it."""
+    found = None
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for line in output.get("text", "").splitlines():
+                if line.startswith(tag + " "):
+                    found = json.loads(line[len(tag) + 1 :])
+    assert found is not None, f"no cell printed {tag}"
+    return found
+
+
+def shown(cell: nbformat.NotebookNode, mime: str = "text/html") -> str:
+    """Everything a cell displayed as ``mime`` (progress tables, reprs)."""
+    return "\n".join(o.get("data", {}).get(mime, "") for o in cell.get("outputs", []))
+
+
+SETUP = """
+    import asyncio, json, os, pathlib, time
+    from expkit import Environment, make, plan, task
+    from expkit._notebook import NotebookProgress
+
+    LOG = pathlib.Path("runs.log").resolve()
+
+    def log(name):
+        with LOG.open("a") as f:
+            f.write(name + "\\n")
+
+    def reasons():
+        return {e.name: e.reason for e in plan()}
+"""
+
+SWEEP = """
+    @task
+    def prepare(env):
+        log("prepare")
+        env["data"] = [1, 2, 3]
+
+    @task(requires=[prepare], grid={"seed": [0, 1, 2]}, rerun_on_change=True)
+    def train(env, seed):
+        log(f"train[seed={seed}]")
+        env[f"score-{seed}"] = sum(env["data"]) * seed
+
+    @task(requires=[train], rerun_on_change=True)
+    def analyse(env):
+        log("analyse")
+        env["best"] = max(env[f"score-{seed}"] for seed in range(3))
+"""
+
+
+class TestRestartAndRunAll:
+    """'Restart & Run All' picks up where the last kernel stopped."""
+
+    CELLS = (
+        SETUP,
+        SWEEP,
+        """
+        print("PLAN", json.dumps(reasons()))
+        # ipykernel runs cells inside its event loop: make must not need one of its own.
+        assert asyncio.get_running_loop().is_running()
+        report = make(on_event=NotebookProgress())
+        print("RAN", json.dumps(report.ran))
+        print("CELL", json.dumps(analyse.__wrapped__.__code__.co_filename))
+        """,
+        "plan()",
+        "report",
+        "Environment.load()",
+    )
+
+    def test_second_execution_runs_no_done_step(self) -> None:
+        """Executed twice from the top, each time in a new kernel: the second runs nothing."""
+        first = execute(notebook(*self.CELLS))
+        assert printed(first, "RAN") == [
+            "prepare",
+            "train[seed=0]",
+            "train[seed=1]",
+            "train[seed=2]",
+            "analyse",
+        ]
+        second = execute(notebook(*self.CELLS))
+        assert printed(second, "RAN") == []
+        assert set(printed(second, "PLAN").values()) == {"up to date"}
+        assert runs() == {
+            "prepare": 1,
+            "train[seed=0]": 1,
+            "train[seed=1]": 1,
+            "train[seed=2]": 1,
+            "analyse": 1,
+        }
+        # The steps re-run on a code change, so their prints matched although
+        # the kernels compiled the cells under different file names.
+        assert printed(first, "CELL") != printed(second, "CELL")
+
+    def test_environment_lives_under_the_working_directory(self) -> None:
+        """Without an env argument, the environment is ./current under the notebook's directory."""
+        execute(notebook(*self.CELLS))
+        env = Environment.load()
+        assert env.resultdir.resolve().parent == (Path.cwd() / "results").resolve()
+        assert env["best"] == 12
+        assert env.is_done("analyse")
+
+    def test_progress_and_reprs_render_as_html(self) -> None:
+        """The run's progress table, the plan, the report and the environment show as HTML."""
+        nb = execute(notebook(*self.CELLS))
+        progress, plan_cell, report_cell, env_cell = (nb.cells[i] for i in range(2, 6))
+        table = shown(progress)
+        assert "5/5 finished" in table
+        assert "train (3 instances)" in table
+        assert "analyse" in table
+        assert "prepare" in shown(progress, "text/plain")
+        assert "up to date" in shown(plan_cell)
+        assert "5 ran" in shown(report_cell)
+        assert "<code>best</code>" in shown(env_cell)
+
+
+class TestKilledKernel:
+    """A kernel killed mid-step leaves that step INTERRUPTED; the next run re-runs it."""
+
+    CELLS = (
+        SETUP,
+        """
+        BLOCK, STARTED = pathlib.Path("block"), pathlib.Path("started")
+
+        @task
+        def first(env):
+            log("first")
+
+        @task(requires=[first])
+        def slow(env):
+            log("slow")
+            if BLOCK.exists():
+                STARTED.touch()
+                while True:  # until the test kills this kernel
+                    time.sleep(0.05)
+
+        @task(requires=[slow])
+        def last(env):
+            log("last")
+        """,
+        """
+        print("PLAN", json.dumps(reasons()))
+        print("RAN", json.dumps(make().ran))
+        """,
+    )
+
+    def test_sigkill_mid_step_then_run_again(self) -> None:
+        """SIGKILL while 'slow' runs: 'slow' is INTERRUPTED, re-run next time, 'first' skipped."""
+        Path("block").touch()
+        nb = notebook(*self.CELLS)
+        killer = client(nb)
+
+        def kill() -> None:
+            assert killer.km is not None
+            os.kill(killer.km.provisioner.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+
+        with once(Path("started"), kill), pytest.raises(DeadKernelError):
+            killer.execute()
+        assert Environment.load().get_status("slow") is Status.INTERRUPTED
+        Path("block").unlink()
+
+        again = execute(notebook(*self.CELLS))
+        plan = printed(again, "PLAN")
+        assert plan["first"] == "up to date"
+        assert plan["slow"].startswith("interrupted")
+        assert printed(again, "RAN") == ["slow", "last"]
+        assert runs() == {"first": 1, "slow": 2, "last": 1}
+
+
+class TestCodeChange:
+    """A step edited in its cell shows as changed; it re-runs only with rerun_on_change."""
+
+    @staticmethod
+    def cells(version: int) -> tuple[str, ...]:
+        """The notebook, with the steps' code at ``version``."""
+        steps = f"""
+            @task
+            def keep(env):
+                log("keep")
+                env["keep"] = {version}
+
+            @task(rerun_on_change=True)
+            def redo(env):
+                log("redo")
+                env["redo"] = {version}
+            """
+        run = """
+            print("PLAN", json.dumps(reasons()))
+            print("RAN", json.dumps(make().ran))
+            """
+        return SETUP, steps, run
+
+    def test_edited_step_is_code_changed(self) -> None:
+        """After an edit, 'keep' is kept as code changed and 'redo' re-runs."""
+        execute(notebook(*self.cells(1)))
+        edited = execute(notebook(*self.cells(2)))
+        plan = printed(edited, "PLAN")
+        assert plan["keep"] == "code changed (kept: rerun_on_change is off)"
+        assert plan["redo"] == "code changed"
+        assert printed(edited, "RAN") == ["redo"]
+        assert runs() == {"keep": 1, "redo": 2}
+        env = Environment.load()
+        assert (env["keep"], env["redo"]) == (1, 2)
+
+
+class TestProcessesExecutor:
+    """The processes executor runs steps defined in cells (shipped by value)."""
+
+    def test_cell_defined_steps_run_in_worker_processes(self) -> None:
+        """Cell-defined steps, a helper and a global of another cell reach the workers."""
+        nb = execute(
+            notebook(
+                SETUP,
+                """
+                FACTOR = 10
+
+                def scaled(x):
+                    return x * FACTOR
+                """,
+                """
+                @task(grid={"x": [1, 2, 3, 4]})
+                def work(env, x):
+                    log(f"work[x={x}]")
+                    env[f"pid-{x}"] = os.getpid()
+                    env[f"out-{x}"] = scaled(x)
+
+                @task(requires=[work])
+                def total(env):
+                    log("total")
+                    env["total"] = sum(env[f"out-{x}"] for x in range(1, 5))
+                """,
+                """
+                report = make(executor="processes", jobs=2)
+                env = Environment.load()
+                pids = {env[f"pid-{x}"] for x in range(1, 5)}
+                print("RAN", json.dumps(report.ran))
+                print("OUT", json.dumps({"total": env["total"], "kernel": os.getpid() in pids}))
+                print("AGAIN", json.dumps(make(executor="processes", jobs=2).ran))
+                """,
+            )
+        )
+        assert len(printed(nb, "RAN")) == 5
+        assert printed(nb, "OUT") == {"total": 100, "kernel": False}
+        assert printed(nb, "AGAIN") == []
+        assert runs() == {f"work[x={x}]": 1 for x in range(1, 5)} | {"total": 1}
+
+
+class TestKernelInterrupt:
+    """Interrupting the kernel mid-step cancels the step; the next make re-runs it."""
+
+    def test_interrupt_cancels_then_make_reruns(self) -> None:
+        """A real kernel interrupt (SIGINT) during 'slow': CANCELLED, committed, re-run."""
+        Path("block").touch()
+        nb = notebook(
+            SETUP,
+            """
+            BLOCK, STARTED = pathlib.Path("block"), pathlib.Path("started")
+
+            @task
+            def slow(env):
+                log("slow")
+                if BLOCK.exists():
+                    STARTED.touch()
+                    while True:  # until the test interrupts the kernel
+                        time.sleep(0.05)
+                env["slow"] = "done"
+            """,
+            """
+            # raises KeyboardInterrupt
+            make(on_event=NotebookProgress())
+            """,
+            """
+            BLOCK.unlink()
+            print("STATUS", json.dumps(Environment.load().get_status("slow").value))
+            print("PLAN", json.dumps(reasons()))
+            """,
+            """
+            report = make(on_event=NotebookProgress())
+            print("RAN", json.dumps(report.ran))
+            """,
+        )
+        interrupter = client(nb)
+
+        async def stop(km: AsyncKernelManager) -> None:
+            await km.interrupt_kernel()  # what Jupyter's stop button does
+
+        def interrupt() -> None:
+            assert isinstance(interrupter.km, AsyncKernelManager)
+            asyncio.run(stop(interrupter.km))
+
+        with once(Path("started"), interrupt):
+            interrupter.execute()
+        interrupted = nb.cells[2]
+        assert [o.get("ename") for o in interrupted.outputs if o.output_type == "error"] == [
+            "KeyboardInterrupt"
+        ]
+        assert "cancelled" in shown(interrupted)
+        assert printed(nb, "STATUS") == "cancelled"
+        assert printed(nb, "PLAN") == {"slow": "cancelled"}
+        assert printed(nb, "RAN") == ["slow"]
+        assert "1/1 finished" in shown(nb.cells[4])
+        assert runs() == {"slow": 2}
+
+
+class TestTutorial:
+    """experiments/notebook.ipynb runs from the top, and is committed without outputs."""
+
+    PATH = ROOT / "experiments" / "notebook.ipynb"
+
+    def test_tutorial_notebook_runs(self) -> None:
+        """Every cell of the tutorial runs without error, twice (the second run resumes)."""
+        for _ in range(2):
+            nb = execute(read(self.PATH))
+        assert "up to date" in "\n".join(shown(cell) for cell in nb.cells)
+
+    def test_tutorial_is_committed_without_outputs(self) -> None:
+        """The committed notebook carries no outputs or execution counts."""
+        nb = read(self.PATH)
+        nbformat.validate(nb)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert code
+        assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+
+
+class TestDefaultObserver:
+    """make's default progress: a live table in a kernel, nothing elsewhere."""
+
+    def test_none_outside_a_kernel(self) -> None:
+        """In a plain interpreter (this one) there is no notebook progress."""
+        assert default_observer() is None
+
+    def test_table_in_a_kernel(self) -> None:
+        """In a kernel the default observer is the notebook table."""
+        nb = execute(
+            notebook(
+                """
+                import json
+                from expkit._notebook import default_observer
+                print("KIND", json.dumps(type(default_observer()).__name__))
+                """
+            )
+        )
+        assert printed(nb, "KIND") == "NotebookProgress"
+
+
+class TestMakeInARunningLoop:
+    """make is plain blocking code: it runs where an event loop is already running."""
+
+    def test_make_inside_a_coroutine(self) -> None:
+        """A coroutine under asyncio.run calls make, which runs its steps."""
+
+        @task
+        def step(env: Environment) -> int:
+            return 1
+
+        async def main() -> list[str]:
+            asyncio.get_running_loop()
+            return make(step).ran
+
+        assert asyncio.run(main()) == ["step"]
+
+
+class TestProgressTable:
+    """The progress table stays small: a sweep is one row, however many instances."""
+
+    def test_sweep_is_one_row(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Outside a kernel the table prints as text: one row for the sweep's 20 instances."""
+
+        @task(grid={"i": range(20)})
+        def many(env: Environment, i: int) -> None:
+            pass
+
+        progress = NotebookProgress(interval=0)
+        expkit.make(many, on_event=progress)
+        last = progress.text()
+        assert "20/20 finished" in last
+        assert "many (20 instances)" in last
+        assert "20 done" in last
+        assert "many[" not in last
+        assert "many (20 instances)" in capsys.readouterr().out
