@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -589,3 +590,81 @@ def test_second_ctrl_c_leaves_at_once() -> None:
     assert "resume with:" in err
     assert time.monotonic() - start < 60
     assert Environment.load("e").steps["slow"].status is Status.CANCELLED
+
+
+# -- the exp command ---------------------------------------------------------------------
+
+EXP = Path(sys.executable).with_name("exp")
+
+EXPFILE = """
+from expkit import task
+
+@task
+def setup(env):
+    print("setting up")
+    env["base"] = 10
+
+@task(requires=[setup], grid={"x": [1, 2]})
+def square(env, x):
+    print(f"squaring {x}")
+    return env["base"] + x * x
+
+@task(requires=[square])
+def report(env):
+    return len(env.results("square"))
+"""
+
+
+def _progress(*args: str) -> list[str]:
+    """The lines ``exp run`` prints, durations blanked, in order."""
+    out = subprocess.run(
+        [str(EXP), "run", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, f"exp run {args}: {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return [
+        re.sub(r"\d+\.\d+ (s|ms)", "T", line)
+        for line in out.stdout.splitlines()
+        if not line.startswith("environment: ")
+    ]
+
+
+def test_exp_run_shows_the_same_progress_as_the_local_executors(address: str) -> None:
+    """``exp run --executor dask`` prints the progress lines of ``exp run`` on the sequential executor.
+
+    A start and a done line per step, the sweep's count and the summary; the
+    lines differ only in durations and in the order of the sweep's instances.
+    """
+    Path("expfile.py").write_text(EXPFILE)
+    local = _progress("--env", "local")
+    dask = _progress("--env", "dask", "--executor", "dask", "--address", address)
+    names = ["setup", "square[x=1]", "square[x=2]", "report"]
+    for lines in (local, dask):
+        assert lines[0] == "plan: 4 to run, 0 to skip"
+        for name in names:
+            assert f"start     {name}  (never run)" in lines
+            assert any(line.startswith(f"done      {name}  T") for line in lines), lines
+        assert {line.split("[square ")[1] for line in lines if "[square " in line} == {
+            "1/2]",
+            "2/2]",
+        }
+        assert lines[-1] == "4 ran; 4 done in T"
+
+    # The same lines but for the order of the sweep's instances; the steps' own
+    # output is printed live by the local executor, by the workers on Dask.
+    def shown(lines: list[str]) -> list[str]:
+        progress = [re.sub(r"\[square \d/2\]", "[square n/2]", line) for line in lines]
+        return sorted(set(progress) - {"setting up", "squaring 1", "squaring 2"})
+
+    assert shown(dask) == shown(local)
+    for env in ("local", "dask"):
+        # The steps' output is in their logs: `exp log` shows it.
+        out = subprocess.run(
+            [str(EXP), "log", "square[x=2]", "--env", env],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "squaring 2" in out.stdout
+    again = _progress("--env", "dask", "--executor", "dask", "--address", address)
+    assert again[-1] == "0 ran; 4 done in T"
