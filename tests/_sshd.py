@@ -9,6 +9,11 @@ experiments that must tell the nodes' files apart). The client side is
 an ``ssh_config`` naming each node (``node1``, ``node2``, ...) as an alias of
 ``127.0.0.1`` and its port, plus ``down``, whose port nothing listens on.
 Give that file to ``run(..., ssh_config=...)``.
+
+Run as a program, it starts loopback nodes with homes of their own until
+Ctrl-C, to try ``experiments/cluster.py`` on a machine with no testbed::
+
+    python -m tests._sshd 4    # from the repository; prints the config file to use
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["LoopbackSshd", "find_sshd", "loopback_sshd"]
@@ -239,3 +246,31 @@ def _wait_listening(process: subprocess.Popen[bytes], ports: list[int], log: Pat
                 waiting.pop(0)
         except OSError:
             time.sleep(0.02)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Start ``argv[0]`` (default 4) loopback nodes with homes of their own, until Ctrl-C."""
+    count = int(argv[0]) if argv else 4
+    directory = Path(tempfile.mkdtemp(prefix="expkit-nodes-"))
+    with loopback_sshd(directory, count, separate_homes=True) as server:
+        config = directory / "cluster.yaml"
+        names = f"node[1-{count}]"
+        config.write_text(f"nodes: {names}\nssh_config: {server.ssh_config}\n")
+        print(  # noqa: T201 - what a person running this program reads
+            f"{names} listen on 127.0.0.1, ports {', '.join(map(str, server.ports))}; "
+            f"their homes are {server.home}/<node>\n"
+            f"ssh config: {server.ssh_config}\n"
+            f"cluster config: {config}\n"
+            f"try: exp -f experiments/cluster.py run --config {config}\n"
+            "Ctrl-C stops them.",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

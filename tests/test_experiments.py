@@ -222,3 +222,31 @@ class TestCluster:
         env = Environment.load()
         assert env.steps["provision"].status is Status.FAILED
         assert "cluster" not in env
+
+    def test_on_nodes_started_by_hand(self) -> None:
+        """``python -m tests._sshd 2``, as the how-to says, gives nodes cluster.py runs on."""
+        with subprocess.Popen(
+            [sys.executable, "-m", "tests._sshd", "2"],
+            cwd=EXPERIMENTS.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as nodes:
+            deadline = threading.Timer(60, nodes.kill)  # never wait for ever
+            deadline.start()
+            assert nodes.stdout is not None
+            said = {}
+            for line in nodes.stdout:
+                key, _, value = line.strip().partition(": ")
+                said[key] = value
+                if key == "cluster config":
+                    break
+            deadline.cancel()
+            config = Path(said["cluster config"])
+            try:
+                ran = _exp("-f", CLUSTER, "run", "--config", str(config))
+            finally:
+                nodes.send_signal(signal.SIGINT)
+                nodes.wait(timeout=30)
+        assert "released node1, node2" in ran.stdout
+        assert nodes.returncode == 0
+        assert not config.parent.exists()  # the keys and homes are gone with the nodes
