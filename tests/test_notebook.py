@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -441,6 +442,23 @@ class TestTutorial:
         code = [cell for cell in nb.cells if cell.cell_type == "code"]
         assert code
         assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+
+
+class TestHowTo:
+    """The examples of docs/how-to/notebooks.md run, in order, as the cells of a notebook."""
+
+    PATH = ROOT / "docs" / "how-to" / "notebooks.md"
+
+    def test_examples_run_as_cells(self) -> None:
+        """Each python block is a cell: the run, the plan and the environment show as documented."""
+        blocks = re.findall(r"```python\n(.*?)```", self.PATH.read_text(), re.DOTALL)
+        nb = execute(notebook(*blocks))
+        html = [shown(cell) for cell in nb.cells]
+        assert "5 ran; 5 done" in html[1]
+        assert "up to date" in html[2]
+        assert "<code>best</code>" in html[3]
+        assert "0 ran" in html[4]
+        assert Environment.load().is_done("summarise")
 
 
 class TestDefaultObserver:
