@@ -23,6 +23,7 @@ import dataclasses
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -251,6 +252,9 @@ def _wait_listening(process: subprocess.Popen[bytes], ports: list[int], log: Pat
 def main(argv: Sequence[str]) -> int:
     """Start ``argv[0]`` (default 4) loopback nodes with homes of their own, until Ctrl-C."""
     count = int(argv[0]) if argv else 4
+    # Stop cleanly on Ctrl-C or kill (a shell's background job ignores SIGINT otherwise).
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.default_int_handler)
     directory = Path(tempfile.mkdtemp(prefix="expkit-nodes-"))
     with loopback_sshd(directory, count, separate_homes=True) as server:
         config = directory / "cluster.yaml"
@@ -262,7 +266,7 @@ def main(argv: Sequence[str]) -> int:
             f"ssh config: {server.ssh_config}\n"
             f"cluster config: {config}\n"
             f"try: exp -f experiments/cluster.py run --config {config}\n"
-            "Ctrl-C stops them.",
+            "Ctrl-C (or kill) stops them.",
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
