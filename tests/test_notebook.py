@@ -17,7 +17,6 @@ import signal
 import sys
 import textwrap
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,23 +95,35 @@ def execute(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 @contextlib.contextmanager
 def once(flag: Path, act: Callable[[], None]) -> Iterator[None]:
-    """Do ``act`` from another thread as soon as ``flag`` exists (a step made it)."""
-    failed: list[str] = []
+    """Do ``act`` from another thread as soon as ``flag`` exists (a step made it).
+
+    The block must see ``act`` done: a notebook that ends first fails the test.
+    """
+    flag = flag.resolve()  # the next test runs in another directory
+    done = threading.Event()
+    ended = threading.Event()
+    errors: list[BaseException] = []
 
     def watch() -> None:
-        deadline = time.monotonic() + CELL_TIMEOUT
         while not flag.exists():
-            if time.monotonic() > deadline:
-                failed.append(f"{flag} never appeared")
+            if ended.wait(0.02):  # the notebook ended without reaching the step
                 return
-            time.sleep(0.02)
-        act()
+        try:
+            act()
+        except BaseException as error:  # noqa: BLE001 - reported by the test's thread
+            errors.append(error)
+        done.set()
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    yield
-    watcher.join()
-    assert not failed
+    try:
+        yield
+    finally:
+        ended.set()
+        watcher.join()
+    if errors:
+        raise errors[0]
+    assert done.is_set(), f"{flag} never appeared"
 
 
 def runs() -> Counter[str]:
