@@ -81,8 +81,11 @@ def provision(env: Environment) -> list[str]:
     """
     config = env.get("config") or {}
     if config.get("nodes"):
-        nodes: str | None = str(NodeSet(config["nodes"]))
-        ssh = {key: config[key] for key in ("ssh_options",) if key in config}
+        nodes: str | None = str(NodeSet(config["nodes"]))  # a pattern or a list
+        ssh: dict[str, Any] = {}
+        if "ssh_options" in config:  # "Key=value" strings, one or a list
+            options = config["ssh_options"]
+            ssh["ssh_options"] = [options] if isinstance(options, str) else list(options)
         if "ssh_config" in config:  # absolute: later runs may start elsewhere
             ssh["ssh_config"] = str(Path(config["ssh_config"]).expanduser().absolute())
         workdir = str(config.get("workdir", "expkit-cluster"))

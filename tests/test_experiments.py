@@ -129,11 +129,15 @@ class TestCluster:
 
     def test_runs_on_every_node(self, sshd: LoopbackSshd) -> None:
         """Each node gets the script, runs every bench instance, and its log comes back."""
-        config, workdir = _configure(sshd, "node[1-3]")
+        config, workdir = _configure(sshd, "node[1-3]", ssh_options="ConnectTimeout=30")
         first = _exp("-f", CLUSTER, "run", "--config", config, "backup")
         assert "9 ran; 9 done" in first.stdout
         env = Environment.load()
-        assert env["cluster"]["nodes"] == "node[1-3]"
+        assert env["cluster"] == {
+            "nodes": "node[1-3]",
+            "ssh": {"ssh_options": ["ConnectTimeout=30"], "ssh_config": str(sshd.ssh_config)},
+            "workdir": workdir,
+        }
         assert list(env["hosts"]) == ["node1", "node2", "node3"]
         points = env.results("bench").values()
         assert len(points) == 6
@@ -214,8 +218,8 @@ class TestCluster:
 
     def test_unreachable_node_fails_provision(self, sshd: LoopbackSshd) -> None:
         """A node ssh cannot reach fails ``provision``, which names it; nothing else runs."""
-        config, _ = _configure(sshd, "node1,down")
-        failed = _exp("-f", CLUSTER, "run", "--config", config, code=1)
+        given = ["--set", "nodes=node1,down", "--set", f"ssh_config={sshd.ssh_config}"]
+        failed = _exp("-f", CLUSTER, "run", *given, code=1)
         assert "failed: provision" in failed.stdout
         log = (Path("current") / "logs" / "provision.log").read_text()
         assert "down: exit 255" in log
