@@ -189,6 +189,15 @@ class TestRestartAndRunAll:
         SETUP,
         SWEEP,
         """
+        %%time
+        # Under a cell magic the source is not in the kernel's cache: the
+        # compiled code is hashed, and must not change with the kernel either.
+        @task(requires=[analyse], rerun_on_change=True)
+        def magic(env):
+            log("magic")
+            env["squares"] = [x * x for x in range(3)]
+        """,
+        """
         print("PLAN", json.dumps(reasons()))
         # ipykernel runs cells inside its event loop: make must not need one of its own.
         assert asyncio.get_running_loop().is_running()
@@ -210,6 +219,7 @@ class TestRestartAndRunAll:
             "train[seed=1]",
             "train[seed=2]",
             "analyse",
+            "magic",
         ]
         second = execute(notebook(*self.CELLS))
         assert printed(second, "RAN") == []
@@ -220,6 +230,7 @@ class TestRestartAndRunAll:
             "train[seed=1]": 1,
             "train[seed=2]": 1,
             "analyse": 1,
+            "magic": 1,
         }
         # The steps re-run on a code change, so their prints matched although
         # the kernels compiled the cells under different file names.
@@ -236,14 +247,14 @@ class TestRestartAndRunAll:
     def test_progress_and_reprs_render_as_html(self) -> None:
         """The run's progress table, the plan, the report and the environment show as HTML."""
         nb = execute(notebook(*self.CELLS))
-        progress, plan_cell, report_cell, env_cell = (nb.cells[i] for i in range(2, 6))
+        progress, plan_cell, report_cell, env_cell = (nb.cells[i] for i in range(3, 7))
         table = shown(progress)
-        assert "5/5 finished" in table
+        assert "6/6 finished" in table
         assert "train (3 instances)" in table
         assert "analyse" in table
         assert "prepare" in shown(progress, "text/plain")
         assert "up to date" in shown(plan_cell)
-        assert "5 ran" in shown(report_cell)
+        assert "6 ran" in shown(report_cell)
         assert "<code>best</code>" in shown(env_cell)
 
 

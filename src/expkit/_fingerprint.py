@@ -2,8 +2,15 @@
 
 The code fingerprint hashes the function's source after parsing it, so it is
 the same in every process, on every machine and after a restart, and ignores
-formatting, comments, docstrings and decorators. Where the source cannot be
-read (a lambda typed at a prompt), the compiled code object is hashed instead.
+formatting, comments, docstrings and decorators. In a notebook the source
+comes from the kernel's cell cache; the cell's temporary file name and number
+are not part of it, so a restarted kernel gives the same print.
+
+Where the source cannot be read (a lambda typed at a prompt, a cell run under
+a cell magic such as ``%%time``), the compiled code is hashed instead: its
+bytecode, names and constants, nested code included, but never a file name,
+a line number or a ``repr`` holding a memory address, which would change
+from one process to the next.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import hashlib
 import inspect
 import pickle
 import textwrap
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,7 +70,26 @@ def _source_fingerprint(fn: Callable[..., Any]) -> str:
         code = getattr(fn, "__code__", None)
         if code is None:
             return _hash(repr(fn).encode())
-        return _hash(code.co_code + repr(code.co_consts).encode() + repr(code.co_names).encode())
+        return _hash(_code_bytes(code))
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    """What a code object does, as bytes that are the same in every process."""
+    parts = [code.co_code, repr((code.co_names, code.co_varnames, code.co_freevars)).encode()]
+    parts.extend(_const_bytes(const) for const in code.co_consts)
+    return b"\0".join(parts)
+
+
+def _const_bytes(const: object) -> bytes:
+    # A nested code object's repr holds its address and file name; a
+    # frozenset's repr follows the process's string hash seed.
+    if isinstance(const, types.CodeType):
+        return b"code(" + _code_bytes(const) + b")"
+    if isinstance(const, tuple):
+        return b"(" + b",".join(_const_bytes(item) for item in const) + b")"
+    if isinstance(const, frozenset):
+        return b"{" + b",".join(sorted(_const_bytes(item) for item in const)) + b"}"
+    return repr(const).encode()
 
 
 def params_fingerprint(params: Mapping[str, Any]) -> str:
