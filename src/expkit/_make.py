@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,6 +286,9 @@ class _Driver:
         self.stopped = False
         #: The report's order: the last plan's.
         self.order: list[str] = []
+        #: Steps recorded RUNNING and not yet handed to the executor: a Ctrl-C
+        #: raised at the end of their claim's commit must still cancel them.
+        self.unstarted: dict[str, Job] = {}
 
     # -- whole run ---------------------------------------------------------
 
@@ -421,42 +424,51 @@ class _Driver:
             self._commit([], skipped)
             settle(skipped)
 
+        def take(room: int) -> list[Job]:
+            """Ready steps to start, at most ``room``."""
+            batch: list[Job] = []
+            while ready and not self.stopped and len(batch) < room:
+                _, _, name = heapq.heappop(ready)
+                if name not in blockers:
+                    continue  # skipped meanwhile
+                if nodes[name].deferred:
+                    # Its prerequisites are done: expanded in the next wave.
+                    self.expandable.add(name)
+                    continue
+                batch.append(job_for(name))
+            return batch
+
+        def start(claimed: list[Job], refused: dict[str, str], retry: list[Job]) -> None:
+            """Hand claimed steps and retries to the executor; skip what depends on refused ones."""
+            for job in claimed:
+                running[job.name] = job
+            self.unstarted.clear()  # after: at any instant, a claimed step is in one of them
+            for job in claimed:
+                self._emit(StepStarted(job.name, job.attempt))
+            if refused:
+                skipped: dict[str, str] = {}
+                for name in refused:
+                    skip_downstream(name, Status.RUNNING, skipped)
+                self._commit([], skipped, refused)
+                settle(skipped)
+                for name in refused:
+                    blockers.pop(name, None)
+            for job in retry:
+                running[job.name] = job
+                self._emit(StepStarted(job.name, job.attempt))
+            if claimed or retry:
+                with self.ctrl_c.held():  # the executor's bookkeeping stays whole
+                    self.executor.submit([*claimed, *retry], self.env)
+
         try:
             while (ready and not self.stopped) or running or delayed:
                 now = time.monotonic()
-                batch: list[Job] = []
-                while ready and not self.stopped and len(running) + len(batch) < self.capacity:
-                    _, _, name = heapq.heappop(ready)
-                    if name not in blockers:
-                        continue  # skipped meanwhile
-                    if nodes[name].deferred:
-                        # Its prerequisites are done: expanded in the next wave.
-                        self.expandable.add(name)
-                        continue
-                    batch.append(job_for(name))
+                batch = take(self.capacity - len(running))
                 retry: list[Job] = []
                 while delayed and delayed[0][0] <= now:
                     retry.append(heapq.heappop(delayed)[2])
-                if batch:
-                    claimed, refused = self._claim(batch, plan)
-                    for job in claimed:
-                        running[job.name] = job
-                        self._emit(StepStarted(job.name, job.attempt))
-                    if refused:
-                        skipped = {}
-                        for name in refused:
-                            skip_downstream(name, Status.RUNNING, skipped)
-                        self._commit([], skipped, refused)
-                        settle(skipped)
-                        for name in refused:
-                            blockers.pop(name, None)
-                    batch = claimed
-                for job in retry:
-                    running[job.name] = job
-                    self._emit(StepStarted(job.name, job.attempt))
-                if batch or retry:
-                    with self.ctrl_c.held():  # the executor's bookkeeping stays whole
-                        self.executor.submit([*batch, *retry], self.env)
+                claimed, refused = self._claim(batch, plan) if batch else ([], {})
+                start(claimed, refused, retry)
                 if not running:
                     if delayed:
                         time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
@@ -484,7 +496,6 @@ class _Driver:
                     if outcome.status is not Status.DONE:
                         skip_downstream(outcome.name, outcome.status, skipped)
                         self.stopped |= self.fail_fast
-                self._commit(finals, skipped)
                 settle(skipped)
                 for outcome in finals:
                     if outcome.status is not Status.DONE:
@@ -496,6 +507,11 @@ class _Driver:
                         waiting_on.discard(outcome.name)
                         if not waiting_on:
                             heapq.heappush(ready, (plan[name].priority, index[name], name))
+                # The steps to start next are claimed in the outcomes' own commit:
+                # one commit per step instead of two, the claim still before the body.
+                batch = [] if interrupted else take(self.capacity - len(running))
+                claimed, refused = self._commit(finals, skipped, claim=batch, plan=plan)
+                start(claimed, refused, [])
                 if interrupted:
                     raise KeyboardInterrupt  # noqa: TRY301 - Ctrl-C reached a step in this thread
         except KeyboardInterrupt:
@@ -523,11 +539,23 @@ class _Driver:
         """Record RUNNING for the batch in one commit; steps running elsewhere are refused."""
         claimed: list[Job] = []
         refused: dict[str, str] = {}
+        claim = self._claimer(batch, plan, claimed, refused)
+        with self.ctrl_c.held():
+            self.env._commit(before=lambda _changed: claim(), sync=False, label="claim")  # noqa: SLF001
+            ACTIVE.update((self.where, job.name) for job in claimed)
+            self.unstarted.update((job.name, job) for job in claimed)
+        return claimed, refused
+
+    def _claimer(
+        self, batch: list[Job], plan: Plan, claimed: list[Job], refused: dict[str, str]
+    ) -> Callable[[], None]:
+        """What records the batch RUNNING, under the commit's lock, filling the two results."""
         owner = current_owner()
         moment = _now()
-        code = {job.name: plan._nodes[job.name].step.code_fingerprint for job in batch}  # noqa: SLF001
+        nodes = plan._nodes  # noqa: SLF001
+        code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
 
-        def claim(_changed: set[str]) -> None:
+        def claim() -> None:
             claimed.clear()
             refused.clear()
             for job in batch:
@@ -553,20 +581,35 @@ class _Driver:
                 )
                 claimed.append(job)
 
-        with self.ctrl_c.held():
-            self.env._commit(before=claim, sync=False, label="claim")  # noqa: SLF001
-            ACTIVE.update((self.where, job.name) for job in claimed)
-        return claimed, refused
+        return claim
 
     def _commit(
         self,
         finals: list[Outcome],
         skipped: dict[str, str],
         refused: Mapping[str, str] = _NONE,
-    ) -> None:
-        """Apply outcomes and SKIPPED records in one commit (fsynced with the group)."""
+        *,
+        claim: list[Job] | None = None,
+        plan: Plan | None = None,
+    ) -> tuple[list[Job], dict[str, str]]:
+        """Apply outcomes and SKIPPED records in one commit (fsynced with the group).
+
+        With ``claim`` (and its ``plan``), the same commit records those steps
+        RUNNING: returns the steps claimed and those refused (running elsewhere).
+        """
         moment = _now()
         env = self.env
+        claimed: list[Job] = []
+        refusing: dict[str, str] = {}
+        claimer = (
+            self._claimer(claim, plan, claimed, refusing) if claim and plan is not None else None
+        )
+
+        def records(_changed: set[str]) -> None:
+            self._put_records(finals, skipped, moment)
+            if claimer is not None:
+                claimer()
+
         with self.ctrl_c.held(), env._lock:  # noqa: SLF001
             for outcome in finals:
                 for key, raw in outcome.data.items():
@@ -574,14 +617,13 @@ class _Driver:
                         env._set_pickled(key, raw)  # noqa: SLF001
                     elif key in env:
                         del env[key]
-            env._commit(  # noqa: SLF001
-                before=lambda _changed: self._put_records(finals, skipped, moment),
-                sync=False,
-                label="run",
-            )
+            env._commit(before=records, sync=False, label="run")  # noqa: SLF001
             ACTIVE.difference_update((self.where, outcome.name) for outcome in finals)
+            ACTIVE.update((self.where, job.name) for job in claimed)
+            self.unstarted.update((job.name, job) for job in claimed)
         self.sync.committed()
         self._note(finals, skipped, refused)
+        return claimed, refusing
 
     def _put_records(
         self, finals: list[Outcome], skipped: dict[str, str], moment: datetime
@@ -656,6 +698,8 @@ class _Driver:
         delayed: list[tuple[float, int, Job]],
     ) -> None:
         """After Ctrl-C: let running steps stop, record the rest CANCELLED, commit durably."""
+        running.update(self.unstarted)
+        self.unstarted.clear()
         for _, _, job in delayed:
             running[job.name] = job
         delayed.clear()
