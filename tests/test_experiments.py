@@ -65,7 +65,7 @@ def _exp(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
 
 
 class TestThroughExp:
-    """Each experiment runs through the installed ``exp`` command, and resumes after kill -9."""
+    """The quickstart runs through the installed ``exp`` command (cluster.py: TestCluster)."""
 
     def test_quickstart(self) -> None:
         """The exp command runs the quickstart's three steps, then finds them all done."""
