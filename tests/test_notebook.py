@@ -392,14 +392,17 @@ class TestProcessesExecutor:
 class TestKernelInterrupt:
     """Interrupting the kernel mid-step cancels the step; the next make re-runs it."""
 
-    def test_interrupt_cancels_then_make_reruns(self) -> None:
+    @pytest.mark.parametrize("executor", ["sequential", "processes"])
+    def test_interrupt_cancels_then_make_reruns(self, executor: str) -> None:
         """A real kernel interrupt (SIGINT) during 'slow': CANCELLED, committed, re-run."""
         Path("block").touch()
         nb = notebook(
             SETUP,
+            f"""
+            EXECUTOR = {executor!r}
+            BLOCK, STARTED = pathlib.Path("block").resolve(), pathlib.Path("started").resolve()
+            """,
             """
-            BLOCK, STARTED = pathlib.Path("block"), pathlib.Path("started")
-
             @task
             def slow(env):
                 log("slow")
@@ -407,11 +410,11 @@ class TestKernelInterrupt:
                     STARTED.touch()
                     while True:  # until the test interrupts the kernel
                         time.sleep(0.05)
-                env["slow"] = "done"
+                env["pid"] = os.getpid()
             """,
             """
             # raises KeyboardInterrupt
-            make(on_event=NotebookProgress())
+            make(executor=EXECUTOR, on_event=NotebookProgress())
             """,
             """
             BLOCK.unlink()
@@ -419,8 +422,9 @@ class TestKernelInterrupt:
             print("PLAN", json.dumps(reasons()))
             """,
             """
-            report = make(on_event=NotebookProgress())
+            report = make(executor=EXECUTOR, on_event=NotebookProgress())
             print("RAN", json.dumps(report.ran))
+            print("HERE", json.dumps(Environment.load()["pid"] == os.getpid()))
             """,
         )
         interrupter = client(nb)
@@ -434,7 +438,7 @@ class TestKernelInterrupt:
 
         with once(Path("started"), interrupt):
             interrupter.execute()
-        interrupted = nb.cells[2]
+        interrupted = nb.cells[3]
         assert [o.get("ename") for o in interrupted.outputs if o.output_type == "error"] == [
             "KeyboardInterrupt"
         ]
@@ -442,8 +446,38 @@ class TestKernelInterrupt:
         assert printed(nb, "STATUS") == "cancelled"
         assert printed(nb, "PLAN") == {"slow": "cancelled"}
         assert printed(nb, "RAN") == ["slow"]
-        assert "1/1 finished" in shown(nb.cells[4])
+        assert printed(nb, "HERE") is (executor == "sequential")
+        assert "1/1 finished" in shown(nb.cells[5])
         assert runs() == {"slow": 2}
+
+
+@pytest.mark.dask
+class TestDask:
+    """A Dask run from a notebook: cell-defined steps on a local cluster, with progress."""
+
+    def test_dask_local_cluster_from_a_notebook(self) -> None:
+        """Steps of a cell run on a local Dask cluster; the progress table follows them."""
+        nb = execute(
+            notebook(
+                SETUP,
+                """
+                @task(grid={"x": [1, 2, 3]})
+                def square(env, x):
+                    log(f"square[x={x}]")
+                    env[f"sq-{x}"] = x * x
+                """,
+                """
+                report = make(executor="dask", on_event=NotebookProgress())
+                env = Environment.load()
+                print("OUT", json.dumps([env[f"sq-{x}"] for x in (1, 2, 3)]))
+                """,
+            )
+        )
+        assert printed(nb, "OUT") == [1, 4, 9]
+        table = shown(nb.cells[2])
+        assert "3/3 finished" in table
+        assert "square (3 instances)" in table
+        assert runs() == {f"square[x={x}]": 1 for x in (1, 2, 3)}
 
 
 class TestTutorial:
