@@ -128,6 +128,21 @@ def test_runs_in_graph_order_and_records_everything(address: str) -> None:
     assert _runs(Path(log)) == lines
 
 
+def test_a_step_on_a_worker_reads_the_sweeps_results(address: str) -> None:
+    """Results recorded by the driver reach a worker's step as values, not placeholders."""
+
+    @task(grid={"x": [1, 2, 3]})
+    def square(x: int) -> int:
+        return x * x
+
+    @task(requires=[square])
+    def total(env: Any) -> int:
+        return sum(env.results("square").values())
+
+    make(total, env="e", new=True, executor="dask", address=address)
+    assert Environment.load("e").steps["total"].result == 14
+
+
 def test_failure_skips_dependents_and_keeps_going(address: str) -> None:
     """A failure keeps its partial writes and traceback, skips its dependents, spares the rest."""
     log = str(Path("log").absolute())

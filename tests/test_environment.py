@@ -1353,3 +1353,18 @@ class TestGetOrCreateEnv:
     def test_exported(self) -> None:
         """get_or_create_env is public."""
         assert expkit.get_or_create_env is get_or_create_env
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_stored_result_pickles_as_its_value(read_first: bool) -> None:
+    """A record shipped to a worker or a snapshot keeps its result, read or not."""
+    from expkit._records import StoredResult
+
+    stored = StoredResult.of({"x": 42})
+    if read_first:
+        assert stored.value("s") == {"x": 42}
+    copy = pickle.loads(pickle.dumps(stored))
+    assert copy.value("s") == {"x": 42}
+    assert StoredResult(pickle.dumps(7)).value("s") == pickle.loads(
+        pickle.dumps(StoredResult(pickle.dumps(7)))
+    ).value("s")

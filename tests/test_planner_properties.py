@@ -353,7 +353,7 @@ def test_after_a_failure_the_plan_holds_the_failed_steps_and_their_downstream(
         if recorded[entry.name] is Status.FAILED:
             assert entry.reason.startswith("failed at"), entry
         elif recorded[entry.name] is Status.SKIPPED:
-            assert entry.reason == "skipped before (a prerequisite had failed)", entry
+            assert entry.reason == "skipped before (a prerequisite had not finished)", entry
         else:
             assert entry.reason == "up to date", entry
     # A plan of everything adds only the instances no target needed.

@@ -307,7 +307,7 @@ def _not_done(record: StepRecord) -> str:
         who = f" in pid {owner.pid} on host {owner.host}" if owner is not None else ""
         return f"running{who}"
     if status is Status.SKIPPED:
-        return "skipped before (a prerequisite had failed)"
+        return "skipped before (a prerequisite had not finished)"
     return str(status.value).lower()  # cancelled
 
 

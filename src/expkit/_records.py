@@ -86,6 +86,11 @@ class StoredResult:
                 ) from error
         return self._value
 
+    def __reduce__(self) -> tuple[type[StoredResult], tuple[bytes]]:
+        # Only the bytes travel (to a worker, a snapshot): the unread marker is
+        # a module-level sentinel, which pickling would turn into a new object.
+        return (StoredResult, (self._data,))
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StoredResult) and other._data == self._data
 
