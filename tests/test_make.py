@@ -108,15 +108,15 @@ def test_failure_skips_dependents_and_keeps_going(executor: str) -> None:
         make(after, independent, env="e", new=True, executor=executor)
     report = caught.value.report
     assert report.steps["broken"].status is Status.FAILED
-    assert report.steps["broken"].error.summary() == "ValueError: disk full"
+    assert _error(report.steps["broken"]).summary() == "ValueError: disk full"
     assert report.steps["after"].status is Status.SKIPPED
     assert report.steps["independent"].status is Status.DONE
     assert "after" not in _runs(Path(log))
     env = Environment.load("e")
     assert env["partial"] == "kept"  # a failing step's writes are saved
     assert env.steps["after"].status is Status.SKIPPED
-    assert "upstream 'broken' failed" in env.steps["after"].error.message
-    assert "ValueError: disk full" in env.steps["broken"].error.traceback
+    assert "upstream 'broken' failed" in _error(env.steps["after"]).message
+    assert "ValueError: disk full" in _error(env.steps["broken"]).traceback
     # The next plan holds exactly the failed step and what it blocked.
     assert plan(after, independent, env="e").to_run == ["broken", "after"]
 
@@ -184,7 +184,7 @@ def test_system_exit_is_recorded_not_lost(executor: str) -> None:
     report = make(quits, env="e", new=True, executor=executor, check=False)
     assert report.steps["quits"].status is Status.FAILED
     env = Environment.load("e")
-    assert env.steps["quits"].error.type == "SystemExit"
+    assert _error(env.steps["quits"]).type == "SystemExit"
     assert env["before"] == 1
 
 
@@ -216,7 +216,7 @@ def test_unpicklable_value_fails_the_step_only(executor: str) -> None:
 
     report = make(bad, env="e", new=True, executor=executor, check=False)
     assert report.steps["bad"].status is Status.FAILED
-    assert "lock" in report.steps["bad"].error.message
+    assert "lock" in _error(report.steps["bad"]).message
     env = Environment.load("e")
     assert env["fine"] == 1
     assert "lock" not in env
@@ -262,7 +262,7 @@ def test_timeout_fails_the_step(executor: str) -> None:
 
     report = make(slow, env="e", new=True, executor=executor, check=False)
     assert report.steps["slow"].status is Status.FAILED
-    assert "StepTimeoutError" in report.steps["slow"].error.type
+    assert "StepTimeoutError" in _error(report.steps["slow"]).type
 
 
 def test_processes_run_functions_defined_in_main(tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ def test_worker_death_without_retries_is_interrupted() -> None:
     report = make(dies, env="e", new=True, executor="processes", check=False)
     outcome = report.steps["dies"]
     assert outcome.status is Status.INTERRUPTED
-    assert "exited with status 9" in outcome.error.message
+    assert "exited with status 9" in _error(outcome).message
     assert Environment.load("e").steps["dies"].status is Status.INTERRUPTED
     assert plan(dies, env="e").to_run == ["dies"]
 
@@ -536,3 +536,9 @@ def test_force_reruns_the_step_and_its_dependents(executor: str) -> None:
     report = make(env="e", executor=executor, force=["a"])
     assert sorted(report.ran) == ["a", "b"]
     assert sorted(_runs(calls)) == ["a", "a", "b", "b", "c"]
+
+
+def _error(record: Any) -> Any:
+    """A failed record's (or outcome's) error, which must be there."""
+    assert record.error is not None, record
+    return record.error

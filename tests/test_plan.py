@@ -167,7 +167,7 @@ def test_cycle_is_refused_at_decoration_naming_it() -> None:
 
     assert "c" not in registry
 
-    @task
+    @task  # type: ignore[no-redef] # the cell, fixed and run again
     def c(env: Any) -> None: ...
 
     assert plan(b).to_run == ["c", "a", "b"]

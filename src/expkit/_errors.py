@@ -27,7 +27,10 @@ import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._report import RunReport
 
 __all__ = [
     "ConfigError",
@@ -227,6 +230,6 @@ class RunFailedError(ExpkitError, RuntimeError):
 
     exit_code = 1
 
-    def __init__(self, report: object, summary: str = "") -> None:
+    def __init__(self, report: RunReport, summary: str = "") -> None:
         self.report = report
         super().__init__(summary or f"the run failed:\n{report}")
