@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 import expkit
+import expkit._make
 from expkit import Environment, Status, make, task
 from expkit._notebook import NotebookProgress, default_observer
 
@@ -536,6 +538,15 @@ class TestDefaultObserver:
             )
         )
         assert printed(nb, "KIND") == "NotebookProgress"
+
+    @pytest.mark.skipif(
+        "default_observer" not in inspect.getsource(expkit._make),
+        reason="make() does not call _notebook.default_observer yet",
+    )
+    def test_make_shows_progress_by_default(self) -> None:
+        """In a kernel, make without on_event shows the progress table."""
+        nb = execute(notebook(SETUP, SWEEP, "make()"))
+        assert "5/5 finished" in shown(nb.cells[2])
 
 
 class TestMakeInARunningLoop:
