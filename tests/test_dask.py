@@ -683,3 +683,18 @@ def test_exp_run_shows_the_same_progress_as_the_local_executors(address: str) ->
         assert "squaring 2" in out.stdout
     again = _progress("--env", "dask", "--executor", "dask", "--address", address)
     assert again[-1] == "0 ran; 4 done in T"
+
+
+def test_exp_run_on_its_own_cluster_keeps_dask_chatter_out() -> None:
+    """Without ``--address``, exp starts a local cluster; its INFO logs are not shown."""
+    Path("expfile.py").write_text(EXPFILE)
+    out = subprocess.run(
+        [str(EXP), "run", "--executor", "dask"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    assert out.stdout.splitlines()[-1].startswith("4 ran; 4 done in ")
+    assert "distributed" not in out.stderr, out.stderr

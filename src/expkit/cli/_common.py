@@ -170,6 +170,11 @@ def _configure_logging(state: State) -> None:
     level = logging.DEBUG if state.verbose else logging.WARNING if state.quiet else logging.INFO
     root = logging.getLogger()
     root.setLevel(level)
+    # The steps' records are the point; a Dask cluster's start-up chatter is not.
+    # Dask reads its logging levels from the environment when it is imported
+    # (later, by the Dask executor), in this process and in its workers.
+    if not state.verbose:
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     if not any(isinstance(h, _ToStderr) for h in root.handlers):
         handler = _ToStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
