@@ -566,21 +566,65 @@ class TestMakeInARunningLoop:
         assert asyncio.run(main()) == ["step"]
 
 
-class TestProgressTable:
-    """The progress table stays small: a sweep is one row, however many instances."""
+class _Recorded(NotebookProgress):
+    """The table, kept as each update would show it instead of displayed."""
 
-    def test_sweep_is_one_row(self, capsys: pytest.CaptureFixture[str]) -> None:
-        """Outside a kernel the table prints as text: one row for the sweep's 20 instances."""
+    def __init__(self, interval: float) -> None:
+        super().__init__(interval)
+        self.shown: list[str] = []
+
+    def publish(self, bundle: dict[str, str]) -> None:
+        self.shown.append(bundle["text/plain"])
+
+
+class TestProgressTable:
+    """The progress table stays small and is not redrawn for every event of a fast sweep."""
+
+    def test_sweep_is_one_row(self) -> None:
+        """A sweep of 20 instances is one row with its counts, not 20 rows."""
 
         @task(grid={"i": range(20)})
         def many(env: Environment, i: int) -> None:
             pass
 
-        progress = NotebookProgress(interval=0)
+        progress = _Recorded(interval=0)
         expkit.make(many, on_event=progress)
-        last = progress.text()
+        last = progress.shown[-1]
         assert "20/20 finished" in last
         assert "many (20 instances)" in last
         assert "20 done" in last
         assert "many[" not in last
-        assert "many (20 instances)" in capsys.readouterr().out
+        assert "many (20 instances)" in progress.html()
+
+    def test_fast_events_are_throttled(self) -> None:
+        """Within one interval only the plan and the end are drawn, and no redraw stays pending."""
+
+        @task(grid={"i": range(20)})
+        def many(env: Environment, i: int) -> None:
+            pass
+
+        progress = _Recorded(interval=3600)
+        expkit.make(many, on_event=progress)
+        assert len(progress.shown) == 2
+        assert "0/20 finished" in progress.shown[0]
+        assert "20/20 finished" in progress.shown[1]
+        assert progress._timer is None
+
+    def test_failure_is_drawn_at_once(self) -> None:
+        """A failed step is drawn when it fails, whatever the interval, with its error."""
+
+        @task
+        def broken(env: Environment) -> None:
+            msg = "no luck"
+            raise ValueError(msg)
+
+        @task(requires=[broken])
+        def after(env: Environment) -> None:
+            pass
+
+        progress = _Recorded(interval=3600)
+        report = expkit.make(after, on_event=progress, check=False)
+        assert report.counts[Status.FAILED] == 1
+        failed = next(text for text in progress.shown if "failed" in text)
+        assert "ValueError: no luck" in failed
+        assert "skipped" in progress.shown[-1]

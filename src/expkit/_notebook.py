@@ -178,13 +178,16 @@ class NotebookProgress:
             self._draw()
 
     def _draw(self) -> None:
-        from IPython.display import display, update_display
-
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._last = time.monotonic()
-        bundle = {"text/html": self.html(), "text/plain": self.text()}
+        self.publish({"text/html": self.html(), "text/plain": self.text()})
+
+    def publish(self, bundle: dict[str, str]) -> None:
+        """Show the table: the first time under the cell, then in place of the last one."""
+        from IPython.display import display, update_display
+
         if self.display_id is None:
             # IPython's display functions are not annotated.
             handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
