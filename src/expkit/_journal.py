@@ -733,6 +733,25 @@ class Journal:
             os.fdatasync(self._fd)
         self._unsynced = False
 
+    def sync_point(self) -> tuple[int, int, int] | None:
+        """What to ``fdatasync`` for the commits appended so far, or ``None`` if nothing is due.
+
+        For a sync made outside the environment's lock, so that commits go on
+        meanwhile: call :meth:`synced` with the same point once it is done.
+        """
+        if not self._unsynced:
+            return None
+        if not self.durable:
+            self._unsynced = False
+            return None
+        return self._fd, self._ino, self._end
+
+    def synced(self, point: tuple[int, int, int]) -> None:
+        """``point``'s descriptor was fdatasynced: done, unless more was appended since."""
+        # A commit appended during the fdatasync may not be in it: it stays due.
+        if point == (self._fd, self._ino, self._end):
+            self._unsynced = False
+
     # -- upkeep ----------------------------------------------------------
 
     def upkeep(self) -> dict[str, Stored] | None:

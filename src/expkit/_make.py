@@ -209,6 +209,7 @@ class _GroupSync:
         self._due: float | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._syncing = threading.Lock()
 
     def committed(self) -> None:
         with self._wake:
@@ -234,10 +235,18 @@ class _GroupSync:
             self._sync()  # outside the condition: the driver goes on committing
 
     def _sync(self) -> None:
-        journal = self._env._journal  # noqa: SLF001
-        with self._env._lock:  # noqa: SLF001
-            if journal is not None:
-                journal.sync()
+        # The fdatasync runs outside the environment's lock, so the driver's
+        # next commits do not wait for the disk; ``_syncing`` makes flush()
+        # wait for a sync in flight, so make() returns only once all is durable.
+        with self._syncing:
+            journal = self._env._journal  # noqa: SLF001
+            with self._env._lock:  # noqa: SLF001
+                point = None if journal is None else journal.sync_point()
+            if journal is None or point is None:
+                return
+            os.fdatasync(point[0])
+            with self._env._lock:  # noqa: SLF001
+                journal.synced(point)
 
     def flush(self) -> None:
         """Sync now; no sync stays pending."""
