@@ -26,7 +26,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -234,15 +233,22 @@ def _install() -> None:
             logging.root.addHandler(_handler)
 
 
-@contextlib.contextmanager
-def capturing(name: str, env: Environment, attempt: int) -> Iterator[StepLog]:
+class capturing:  # noqa: N801 - used as a function: ``with capturing(name, env, 1) as log``
     """Send what this thread prints or logs to the log of step ``name`` as well."""
-    _install()
-    log = StepLog(name, env, attempt)
-    previous = _current()
-    _local.log = log
-    try:
-        yield log
-    finally:
-        _local.log = previous
-        log.close()
+
+    # A class rather than a generator context manager: it runs for every step.
+    __slots__ = ("_log", "_previous")
+
+    def __init__(self, name: str, env: Environment, attempt: int) -> None:
+        _install()
+        self._log = StepLog(name, env, attempt)
+        self._previous: StepLog | None = None
+
+    def __enter__(self) -> StepLog:
+        self._previous = _current()
+        _local.log = self._log
+        return self._log
+
+    def __exit__(self, *_exc: object) -> None:
+        _local.log = self._previous
+        self._log.close()

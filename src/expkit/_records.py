@@ -66,6 +66,8 @@ class StoredResult:
     @classmethod
     def of(cls, value: Any) -> StoredResult:
         """Pickle ``value`` now (raises if it does not pickle)."""
+        if value is None:
+            return _NO_RESULT  # most steps return nothing: one shared, immutable result
         result = cls(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         result._value = value
         return result

@@ -6,9 +6,7 @@ task), so steps on several threads of one environment are told apart.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Iterator
 
 __all__ = ["Tracker", "current_tracker", "tracking"]
 
@@ -38,15 +36,25 @@ _CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
 current_tracker = _CURRENT.get
 
 
-@contextlib.contextmanager
-def tracking(env_id: int) -> Iterator[Tracker]:
+class tracking:  # noqa: N801 - used as a function: ``with tracking(id(env)) as tracker``
     """Track the accesses to environment ``env_id`` made inside the block."""
-    outer = _CURRENT.get()
-    tracker = Tracker(env_id)
-    token = _CURRENT.set(tracker)
-    try:
-        yield tracker
-    finally:
-        _CURRENT.reset(token)
-        if outer is not None and outer.env_id == env_id:
+
+    # A class rather than a generator context manager: it runs for every step.
+    __slots__ = ("_outer", "_token", "_tracker")
+
+    def __init__(self, env_id: int) -> None:
+        self._tracker = Tracker(env_id)
+        self._outer: Tracker | None = None
+        self._token: contextvars.Token[Tracker | None] | None = None
+
+    def __enter__(self) -> Tracker:
+        self._outer = _CURRENT.get()
+        self._token = _CURRENT.set(self._tracker)
+        return self._tracker
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+        outer, tracker = self._outer, self._tracker
+        if outer is not None and outer.env_id == tracker.env_id:
             outer.absorb(tracker)

@@ -69,8 +69,11 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
     # What the step prints or logs also goes to its log file (see _capture).
     with tracking(id(view)) as tracker, capturing(job.name, view, job.attempt) as log:
         try:
-            with deadline(job.timeout, job.name):
+            if job.timeout is None:
                 value = job.fn(**kwargs)
+            else:
+                with deadline(job.timeout, job.name):
+                    value = job.fn(**kwargs)
         except KeyboardInterrupt as raised:
             status, error = Status.CANCELLED, raised
         except BaseException as raised:  # noqa: BLE001 - SystemExit too: the step's outcome

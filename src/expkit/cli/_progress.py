@@ -12,9 +12,12 @@ break.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from expkit._events import PlanReady, StepFinished, StepStarted
 
 from ._common import STATUS_STYLES, is_terminal
 
@@ -42,14 +45,13 @@ class Lines:
 
     def __call__(self, event: Event) -> None:
         """Show one event."""
-        from expkit._events import PlanReady, StepFinished, StepStarted
-
-        if isinstance(event, PlanReady):
-            self.plan(event.plan, event.wave)
+        # A thousand-step run sends two thousand events: the common ones first.
+        if isinstance(event, StepFinished):
+            self.finished(event.outcome)
         elif isinstance(event, StepStarted):
             self.started(event.name, event.attempt)
-        elif isinstance(event, StepFinished):
-            self.finished(event.outcome)
+        elif isinstance(event, PlanReady):
+            self.plan(event.plan, event.wave)
 
     def plan(self, plan: Plan, wave: int) -> None:
         """The plan's summary, and why each step not run is skipped."""
@@ -131,7 +133,10 @@ def display(*, quiet: bool, verbose: int, live: bool) -> Iterator[Observer | Non
     elif not is_terminal():
 
         def plain(text: str, _style: str) -> None:
-            print(text, flush=True)  # noqa: T201 - the progress is the command's output
+            # One write and one flush a line: the line shows at once in a CI log.
+            stream = sys.stdout
+            stream.write(text + "\n")
+            stream.flush()
 
         yield Lines(plain, verbose=verbose)
     elif not live:
@@ -193,8 +198,6 @@ class _Live:
         self.progress.__exit__(None, None, None)
 
     def __call__(self, event: Event) -> None:
-        from expkit._events import PlanReady, StepFinished, StepStarted
-
         self.lines(event)
         if isinstance(event, PlanReady):
             counts = Counter(e.step for e in event.plan if e.runs and e.name != e.step)
