@@ -539,6 +539,32 @@ class TestDefaultObserver:
         )
         assert printed(nb, "KIND") == "NotebookProgress"
 
+    def test_held_back_update_is_drawn_when_the_cell_ends(self) -> None:
+        """A run that stops early (fail_fast) shows its last state, though updates were held back."""
+        nb = execute(
+            notebook(
+                """
+                from expkit import make, task
+                from expkit._notebook import NotebookProgress
+
+                @task
+                def broken(env):
+                    raise ValueError("no luck")
+
+                @task
+                def other(env):
+                    pass
+                """,
+                """
+                # One update an hour at most: only the cell's end can draw the failure.
+                report = make(fail_fast=True, check=False, on_event=NotebookProgress(interval=3600))
+                """,
+            )
+        )
+        table = shown(nb.cells[1])
+        assert "ValueError: no luck" in table
+        assert "0/2 finished" not in table
+
     @pytest.mark.skipif(
         "default_observer" not in inspect.getsource(expkit._make),
         reason="make() does not call _notebook.default_observer yet",
@@ -610,8 +636,8 @@ class TestProgressTable:
         assert "20/20 finished" in progress.shown[1]
         assert progress._timer is None
 
-    def test_failure_is_drawn_at_once(self) -> None:
-        """A failed step is drawn when it fails, whatever the interval, with its error."""
+    def test_failure_is_drawn_with_its_error(self) -> None:
+        """A failed step and the step skipped after it show in the last drawing, error included."""
 
         @task
         def broken(env: Environment) -> None:
@@ -625,6 +651,6 @@ class TestProgressTable:
         progress = _Recorded(interval=3600)
         report = expkit.make(after, on_event=progress, check=False)
         assert report.counts[Status.FAILED] == 1
-        failed = next(text for text in progress.shown if "failed" in text)
-        assert "ValueError: no luck" in failed
+        assert len(progress.shown) == 2
+        assert "ValueError: no luck" in progress.shown[-1]
         assert "skipped" in progress.shown[-1]

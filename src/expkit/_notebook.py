@@ -8,7 +8,9 @@ anywhere else.
 The table has a row per step and one per sweep (with a bar counting its
 instances), so a sweep of ten thousand instances stays a small table.
 Updates are throttled: a fast sweep would otherwise send more display
-messages than the kernel's output channel lets through.
+messages than the kernel's output channel lets through. What an update held
+back would have shown is drawn by a timer, and at the latest when the cell
+ends (IPython's ``post_run_cell``), so the table never stays behind the run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ __all__ = ["NotebookProgress", "default_observer", "in_kernel"]
 INTERVAL = 0.2
 #: Failed instances of one sweep named in its row; the rest are counted.
 _NAMED = 3
-_UP_TO_DATE = "up to date"
 
 
 def in_kernel() -> bool:
@@ -55,18 +56,29 @@ def default_observer() -> Observer | None:
 class _Row:
     """What the table shows for one step, or for one sweep's instances together."""
 
-    __slots__ = ("attempt", "instances", "kept", "note", "runs", "status")
+    __slots__ = ("instances", "kept", "note", "status", "tally")
 
-    def __init__(self, status: Status, note: str, *, runs: bool) -> None:
+    def __init__(self, status: Status, note: str) -> None:
         self.status = status
         self.note = note
-        #: Whether this run runs it (not: up to date, or kept for another reason).
-        self.runs = runs
-        self.attempt = 0
-        #: A sweep's instances that run: name -> status.
+        #: A sweep's instances that run: name -> status, and how many in each.
         self.instances: dict[str, Status] = {}
+        self.tally: Counter[Status] = Counter()
         #: A sweep's instances that do not run, counted by reason.
         self.kept: Counter[str] = Counter()
+
+    @property
+    def ended(self) -> int:
+        """A sweep's instances no longer waiting or running."""
+        return len(self.instances) - self.tally[Status.WAITING] - self.tally[Status.RUNNING]
+
+    def set_instance(self, name: str, status: Status) -> None:
+        before = self.instances.get(name)
+        if before is not None:
+            self.tally[before] -= 1
+        self.instances[name] = status
+        self.tally[status] += 1
+        self.status = _sweep_status(self.tally)
 
 
 class NotebookProgress:
@@ -82,12 +94,17 @@ class NotebookProgress:
         self.rows: dict[str, _Row] = {}
         #: Instance name -> its sweep's row name.
         self.sweep_of: dict[str, str] = {}
+        #: Every step and instance this run runs -> its status; kept counted
+        #: as it changes, since a sweep may have ten thousand.
+        self.units: dict[str, Status] = {}
+        self.finished = 0
         self.where = ""
         self.display_id: str | None = None
         # The driver calls in one thread, a timer flushes in another.
         self._lock = threading.Lock()
         self._last = 0.0
         self._timer: threading.Timer | None = None
+        self._pending = False
 
     # -- events ------------------------------------------------------------
 
@@ -96,17 +113,19 @@ class NotebookProgress:
         from ._events import PlanReady, StepFinished, StepStarted
 
         with self._lock:
-            now = False
             if isinstance(event, PlanReady):
                 self._plan(event.plan)
-                now = True
             elif isinstance(event, StepStarted):
                 self._started(event.name, event.attempt)
             elif isinstance(event, StepFinished):
-                # A failure, and the end of the run, are shown at once: no
-                # later event may come to flush them.
-                now = self._finished(event.outcome) or self._all_finished()
-            self._show(now=now)
+                self._finished(event.outcome)
+            ended = self.finished == len(self.units)
+            self._show(now=isinstance(event, PlanReady) or ended)
+
+    def _track(self, name: str, status: Status) -> None:
+        before = self.units.get(name)
+        self.finished += (status not in _BUSY) - (before is not None and before not in _BUSY)
+        self.units[name] = status
 
     def _plan(self, plan: Plan) -> None:
         if plan.env is not None:
@@ -114,51 +133,43 @@ class NotebookProgress:
         for entry in plan:
             if entry.name != entry.step:
                 self._plan_instance(entry)
-            elif entry.name not in self.rows or entry.runs:
+            elif entry.runs:
+                self.rows[entry.name] = _Row(Status.WAITING, entry.reason)
+                self._track(entry.name, Status.WAITING)
+            elif entry.name not in self.rows:
                 # A later wave re-plans steps this run finished: keep what they did.
-                status = Status.WAITING if entry.runs else entry.status
-                self.rows[entry.name] = _Row(status, entry.reason, runs=entry.runs)
+                self.rows[entry.name] = _Row(entry.status, entry.reason)
 
     def _plan_instance(self, entry: PlanEntry) -> None:
         self.sweep_of[entry.name] = entry.step
         row = self.rows.get(entry.step)
         if row is None:
-            row = self.rows[entry.step] = _Row(entry.status, "", runs=False)
+            row = self.rows[entry.step] = _Row(entry.status, "")
         if entry.runs:
-            row.instances[entry.name] = Status.WAITING
-            row.status = Status.WAITING
-            row.runs = True
+            row.set_instance(entry.name, Status.WAITING)
+            self._track(entry.name, Status.WAITING)
         elif entry.name not in row.instances:
             row.kept[entry.reason] += 1
 
     def _started(self, name: str, attempt: int) -> None:
+        self._track(name, Status.RUNNING)
         sweep = self.sweep_of.get(name)
         if sweep is not None:
-            self.rows[sweep].instances[name] = Status.RUNNING
-            self.rows[sweep].status = Status.RUNNING
+            self.rows[sweep].set_instance(name, Status.RUNNING)
             return
-        row = self.rows.setdefault(name, _Row(Status.RUNNING, "", runs=True))
+        row = self.rows.setdefault(name, _Row(Status.RUNNING, ""))
         row.status = Status.RUNNING
-        row.attempt = attempt
         row.note = f"attempt {attempt}" if attempt > 1 else "running"
 
-    def _finished(self, outcome: StepOutcome) -> bool:
-        """Record an outcome; whether it is bad news (shown at once)."""
+    def _finished(self, outcome: StepOutcome) -> None:
+        self._track(outcome.name, outcome.status)
         sweep = self.sweep_of.get(outcome.name)
         if sweep is not None:
-            row = self.rows[sweep]
-            row.instances[outcome.name] = outcome.status
-            row.status = _sweep_status(row.instances)
-        else:
-            row = self.rows.setdefault(outcome.name, _Row(outcome.status, "", runs=True))
-            row.runs = True
-            row.status = outcome.status
-            row.note = _note(outcome)
-        return outcome.status is not Status.DONE
-
-    def _all_finished(self) -> bool:
-        done, total = self._counts()
-        return done == total
+            self.rows[sweep].set_instance(outcome.name, outcome.status)
+            return
+        row = self.rows.setdefault(outcome.name, _Row(outcome.status, ""))
+        row.status = outcome.status
+        row.note = _note(outcome)
 
     # -- display -----------------------------------------------------------
 
@@ -167,53 +178,66 @@ class NotebookProgress:
         wait = self._last + self.interval - time.monotonic()
         if now or wait <= 0:
             self._draw()
-        elif self._timer is None:
-            self._timer = threading.Timer(wait, self._flush)
+            return
+        self._pending = True
+        if self._timer is None:
+            self._timer = threading.Timer(wait, self.flush)
             self._timer.daemon = True
             self._timer.start()
 
-    def _flush(self) -> None:
+    def flush(self, *_result: object) -> None:
+        """Draw what an update held back, if any."""
         with self._lock:
-            self._timer = None
-            self._draw()
+            if self._pending:
+                self._draw()
 
     def _draw(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._pending = False
         self._last = time.monotonic()
         self.publish({"text/html": self.html(), "text/plain": self.text()})
 
     def publish(self, bundle: dict[str, str]) -> None:
         """Show the table: the first time under the cell, then in place of the last one."""
+        from IPython import get_ipython
         from IPython.display import display, update_display
 
-        if self.display_id is None:
-            # IPython's display functions are not annotated.
-            handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
-            self.display_id = handle.display_id if handle is not None else None
-        else:
+        if self.display_id is not None:
             update_display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+            return
+        # IPython's display functions are not annotated.
+        handle = display(bundle, raw=True, display_id=True)  # type: ignore[no-untyped-call]
+        self.display_id = handle.display_id if handle is not None else None
+        shell = get_ipython()
+        if shell is not None:
+            # A timer may fire after the cell has ended, when its output is
+            # no longer listened to: the cell's end draws what is pending.
+            shell.events.register("post_run_cell", self._cell_ended)
 
-    def _counts(self) -> tuple[int, int]:
-        """Units of work (steps and instances) finished, and planned to run."""
-        done = total = 0
-        for row in self.rows.values():
-            if row.instances:
-                total += len(row.instances)
-                done += sum(s not in _BUSY for s in row.instances.values())
-            elif row.runs:
-                total += 1
-                done += row.status not in _BUSY
-        return done, total
+    def _cell_ended(self, *_result: object) -> None:
+        from IPython import get_ipython
+
+        self.flush()
+        shell = get_ipython()
+        if shell is not None:
+            shell.events.unregister("post_run_cell", self._cell_ended)
+
+    def counts(self) -> tuple[int, int]:
+        """Steps and instances finished, and planned to run."""
+        return self.finished, len(self.units)
 
     def _cells(self, name: str, row: _Row) -> tuple[str, str, str]:
         if not row.instances and not row.kept:
             return name, row.status.value, row.note
-        counts = Counter(s.value for s in row.instances.values())
-        parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+        parts = [f"{n} {s.value}" for s, n in sorted(row.tally.items(), key=_by_value) if n]
         parts += [f"{n} kept: {reason}" for reason, n in sorted(row.kept.items())]
-        bad = [i for i, s in row.instances.items() if s in _BAD]
+        bad = (
+            [i for i, s in row.instances.items() if s in _BAD]
+            if any(row.tally[s] for s in _BAD)
+            else []
+        )
         named = ", ".join(bad[:_NAMED]) + (", ..." if len(bad) > _NAMED else "")
         note = ", ".join(parts) + (f" (not done: {named})" if bad else "")
         size = len(row.instances) + sum(row.kept.values())
@@ -221,13 +245,15 @@ class NotebookProgress:
 
     def html(self) -> str:
         """The table as HTML: a summary with a bar, then a row per step or sweep."""
-        done, total = self._counts()
+        done, total = self.counts()
         rows = []
         for name, row in self.rows.items():
             step, status, note = self._cells(name, row)
             bar = ""
             if row.instances:
-                finished = sum(s not in _BUSY for s in row.instances.values())
+                finished = (
+                    len(row.instances) - row.tally[Status.WAITING] - row.tally[Status.RUNNING]
+                )
                 bar = f' <progress value="{finished}" max="{len(row.instances)}"></progress>'
             rows.append(
                 f'<tr style="background:{STATUS_COLOURS[row.status]}">'
@@ -246,7 +272,7 @@ class NotebookProgress:
         """The table as plain text, for frontends that show no HTML."""
         from ._tables import text_table
 
-        done, total = self._counts()
+        done, total = self.counts()
         rows = [self._cells(name, row) for name, row in self.rows.items()]
         head = f"expkit{' in ' + self.where if self.where else ''}: {done}/{total} finished"
         return head + ("\n" + text_table(("step", "status", "note"), rows) if rows else "")
@@ -256,13 +282,16 @@ _BAD = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED, Status.SKIPPED)
 _BUSY = (Status.WAITING, Status.RUNNING)
 
 
-def _sweep_status(instances: dict[str, Status]) -> Status:
+def _sweep_status(tally: Counter[Status]) -> Status:
     """A sweep's colour: running while any instance runs, then its worst outcome."""
-    statuses = set(instances.values())
     for status in (Status.RUNNING, Status.WAITING, *_BAD):
-        if status in statuses:
+        if tally[status]:
             return status
     return Status.DONE
+
+
+def _by_value(item: tuple[Status, int]) -> str:
+    return item[0].value
 
 
 def _note(outcome: StepOutcome) -> str:
