@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ._events import PlanReady, StepFinished, StepStarted
 from ._status import Status
 from ._tables import STATUS_COLOURS
 
@@ -110,8 +111,6 @@ class NotebookProgress:
 
     def __call__(self, event: Event) -> None:
         """Record one event, and show it unless the table was updated a moment ago."""
-        from ._events import PlanReady, StepFinished, StepStarted
-
         with self._lock:
             if isinstance(event, PlanReady):
                 self._plan(event.plan)
