@@ -260,6 +260,51 @@ class TestRestartAndRunAll:
         assert "<code>best</code>" in shown(env_cell)
 
 
+class TestDirectCalls:
+    """A step defined in a cell and called directly runs that step only, as from a script."""
+
+    def test_steps_called_in_cells(self) -> None:
+        """new=True starts the environment; a missing prerequisite is refused; make then resumes."""
+        nb = execute(
+            notebook(
+                SETUP,
+                """
+                @task(new=True)
+                def provision(env, nodes=2):
+                    log("provision")
+                    env["nodes"] = [f"node-{i}" for i in range(nodes)]
+
+                @task(requires=[provision])
+                def deploy(env):
+                    log("deploy")
+
+                @task(requires=[deploy])
+                def bench(env):
+                    log("bench")
+                    return len(env["nodes"])
+                """,
+                "provision()",
+                """
+                # raises PrerequisiteError: deploy is not done
+                bench()
+                """,
+                """
+                deploy()
+                print("RESULT", json.dumps(bench()))
+                print("PLAN", json.dumps(reasons()))
+                print("RAN", json.dumps(make().ran))
+                """,
+            )
+        )
+        refused = [o.get("ename") for o in nb.cells[3].outputs if o.output_type == "error"]
+        assert refused == ["PrerequisiteError"]
+        assert printed(nb, "RESULT") == 2
+        assert set(printed(nb, "PLAN").values()) == {"up to date"}
+        assert printed(nb, "RAN") == []
+        assert runs() == {"provision": 1, "deploy": 1, "bench": 1}
+        assert Environment.load()["nodes"] == ["node-0", "node-1"]
+
+
 class TestKilledKernel:
     """A kernel killed mid-step leaves that step INTERRUPTED; the next run re-runs it."""
 
