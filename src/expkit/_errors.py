@@ -23,7 +23,6 @@ exit code the ``exp`` command gives for it::
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -177,6 +176,8 @@ class UnknownStepError(ExpkitError, KeyError):
 
     def __init__(self, name: str, known: Iterable[str] = ()) -> None:
         self.name = name
+        import difflib  # only when a name is unknown: `import expkit` stays light
+
         self.suggestions = tuple(difflib.get_close_matches(name, list(known), n=3))
         hint = (
             f" — did you mean {', '.join(map(repr, self.suggestions))}?" if self.suggestions else ""

@@ -37,7 +37,6 @@ it takes is then exactly what reading the bytes would give.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import marshal
 import os
@@ -165,18 +164,27 @@ def _frame_item(entry: Entry) -> tuple[Any, ...]:
     return entry
 
 
-@dataclasses.dataclass(slots=True)
 class Update:
     """What the commits read since the last look changed (later commits win)."""
 
-    #: Stored forms (see Entry and as_stored); ``None``: deleted.
-    data: dict[str, Entry | None] = dataclasses.field(default_factory=dict)
-    #: Step records in their stored forms (a dict, or a PackedState); ``None``: deleted.
-    steps: dict[str, dict[str, Any] | PackedState | None] = dataclasses.field(default_factory=dict)
-    #: The whole state, read afresh (a first load, or the journal was
-    #: replaced by another process's compaction): ``data`` and ``steps`` hold
-    #: everything, without deletions, and what they lack was deleted.
-    full: bool = False
+    # A plain slotted class: a dataclass costs a millisecond at import.
+    __slots__ = ("data", "full", "steps")
+
+    def __init__(
+        self,
+        data: dict[str, Entry | None] | None = None,
+        steps: dict[str, dict[str, Any] | PackedState | None] | None = None,
+        *,
+        full: bool = False,
+    ) -> None:
+        #: Stored forms (see Entry and as_stored); ``None``: deleted.
+        self.data: dict[str, Entry | None] = {} if data is None else data
+        #: Step records in their stored forms (a dict, or a PackedState); ``None``: deleted.
+        self.steps: dict[str, dict[str, Any] | PackedState | None] = {} if steps is None else steps
+        #: The whole state, read afresh (a first load, or the journal was
+        #: replaced by another process's compaction): ``data`` and ``steps`` hold
+        #: everything, without deletions, and what they lack was deleted.
+        self.full = full
 
 
 _blake2b: Any = None

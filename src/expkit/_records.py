@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
-import traceback
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -17,13 +15,70 @@ __all__ = ["ErrorInfo", "Owner", "StepRecord", "finished_state", "running_state"
 _UNSET: Any = object()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ErrorInfo:
+class FrozenRecordError(AttributeError):
+    """A record's field was assigned: records are frozen (``replace`` makes a changed copy)."""
+
+
+class _Frozen:
+    """Frozen, slotted records without ``dataclasses``: their classes are made at import.
+
+    ``dataclasses`` would build each class by generating and compiling code
+    (about 2 ms for StepRecord); these behave as frozen slotted dataclasses:
+    keyword or positional construction, equality and hash by fields, a repr,
+    pickling by fields, assignment refused.
+    """
+
+    __slots__ = ()
+    #: The fields, in order; those in ``_hidden`` are left out of the repr.
+    _fields: tuple[str, ...] = ()
+    _hidden: frozenset[str] = frozenset()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        msg = f"cannot assign to field {name!r}"
+        raise FrozenRecordError(msg)
+
+    def __delattr__(self, name: str) -> None:
+        msg = f"cannot delete field {name!r}"
+        raise FrozenRecordError(msg)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._fields if name not in self._hidden
+        )
+        return f"{type(self).__qualname__}({shown})"
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return (type(self), self._values())
+
+
+_set = object.__setattr__
+
+
+class ErrorInfo(_Frozen):
     """An exception as text: it survives processes, restarts and renamed classes."""
+
+    __slots__ = ("message", "traceback", "type")
+    _fields = ("type", "message", "traceback")
 
     type: str
     message: str
     traceback: str
+
+    def __init__(self, type: str, message: str, traceback: str) -> None:  # noqa: A002
+        _set(self, "type", type)
+        _set(self, "message", message)
+        _set(self, "traceback", traceback)
 
     @classmethod
     def from_exception(cls, error: BaseException) -> ErrorInfo:
@@ -34,6 +89,8 @@ class ErrorInfo:
             if kind.__module__ == "builtins"
             else f"{kind.__module__}.{kind.__qualname__}"
         )
+        import traceback  # only for a failure: `import expkit` stays light
+
         text = "".join(traceback.format_exception(kind, error, error.__traceback__))
         return cls(type=name, message=str(error), traceback=text)
 
@@ -44,14 +101,21 @@ class ErrorInfo:
         return f"{short}: {first}" if first else short
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(_Frozen):
     """The process that ran a step: enough to tell whether it is still alive."""
+
+    __slots__ = ("host", "pid", "started")
+    _fields = ("host", "pid", "started")
 
     host: str
     pid: int
     #: When that process started; tells a recycled pid from the owner.
     started: datetime | None
+
+    def __init__(self, host: str, pid: int, started: datetime | None) -> None:
+        _set(self, "host", host)
+        _set(self, "pid", pid)
+        _set(self, "started", started)
 
 
 class StoredResult:
@@ -106,22 +170,79 @@ _EMPTY_PARAMS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
 _STATUSES = {status.value: status for status in Status}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(_Frozen):
     """What the environment knows of one step (or one step instance)."""
 
+    __slots__ = (
+        "attempts",
+        "ended",
+        "error",
+        "fingerprint",
+        "name",
+        "owner",
+        "params",
+        "reads",
+        "started",
+        "status",
+        "stored_result",
+        "writes",
+    )
+    _fields = (
+        "name",
+        "status",
+        "attempts",
+        "started",
+        "ended",
+        "error",
+        "stored_result",
+        "params",
+        "fingerprint",
+        "reads",
+        "writes",
+        "owner",
+    )
+    _hidden = frozenset({"stored_result"})
+
     name: str
-    status: Status = Status.PENDING
-    attempts: int = 0
-    started: datetime | None = None
-    ended: datetime | None = None
-    error: ErrorInfo | None = None
-    stored_result: StoredResult = dataclasses.field(default=_NO_RESULT, repr=False)
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    fingerprint: str | None = None
-    reads: frozenset[str] = frozenset()
-    writes: frozenset[str] = frozenset()
-    owner: Owner | None = None
+    status: Status
+    attempts: int
+    started: datetime | None
+    ended: datetime | None
+    error: ErrorInfo | None
+    stored_result: StoredResult
+    params: dict[str, Any]
+    fingerprint: str | None
+    reads: frozenset[str]
+    writes: frozenset[str]
+    owner: Owner | None
+
+    def __init__(  # noqa: PLR0917 - one argument per field, as a dataclass takes them
+        self,
+        name: str,
+        status: Status = Status.PENDING,
+        attempts: int = 0,
+        started: datetime | None = None,
+        ended: datetime | None = None,
+        error: ErrorInfo | None = None,
+        stored_result: StoredResult | None = None,
+        params: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
+        reads: frozenset[str] = frozenset(),
+        writes: frozenset[str] = frozenset(),
+        owner: Owner | None = None,
+    ) -> None:
+        _set(self, "name", name)
+        _set(self, "status", status)
+        _set(self, "attempts", attempts)
+        _set(self, "started", started)
+        _set(self, "ended", ended)
+        _set(self, "error", error)
+        _set(self, "stored_result", _NO_RESULT if stored_result is None else stored_result)
+        _set(self, "params", {} if params is None else params)
+        _set(self, "fingerprint", fingerprint)
+        _set(self, "reads", reads)
+        _set(self, "writes", writes)
+        _set(self, "owner", owner)
 
     @property
     def result(self) -> Any:
@@ -201,7 +322,7 @@ class StepRecord:
         )
 
 
-_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(StepRecord))
+_FIELD_NAMES = StepRecord._fields
 _RUNNING = Status.RUNNING._value_
 
 
@@ -256,9 +377,6 @@ def finished_state(
     state["reads"] = sorted(reads)
     state["writes"] = sorted(writes)
     return state
-
-
-_set = object.__setattr__
 
 
 def _ts(moment: datetime | None) -> float | None:
