@@ -18,6 +18,7 @@ import signal
 import sys
 import textwrap
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -308,38 +309,41 @@ class TestDirectCalls:
 class TestKilledKernel:
     """A kernel killed mid-step leaves that step INTERRUPTED; the next run re-runs it."""
 
-    CELLS = (
-        SETUP,
-        """
-        BLOCK, STARTED = pathlib.Path("block"), pathlib.Path("started")
+    @staticmethod
+    def cells(executor: str) -> tuple[str, ...]:
+        """The notebook, its steps run by ``executor``."""
+        steps = """
+            BLOCK, STARTED = pathlib.Path("block").resolve(), pathlib.Path("started").resolve()
 
-        @task
-        def first(env):
-            log("first")
+            @task
+            def first(env):
+                log("first")
 
-        @task(requires=[first])
-        def slow(env):
-            log("slow")
-            if BLOCK.exists():
-                STARTED.touch()
-                while True:  # until the test kills this kernel
-                    time.sleep(0.05)
+            @task(requires=[first])
+            def slow(env):
+                log("slow")
+                if BLOCK.exists():
+                    # Renamed into place: the test reads a whole pid or nothing.
+                    STARTED.with_suffix(".tmp").write_text(str(os.getpid()))
+                    STARTED.with_suffix(".tmp").rename(STARTED)
+                    while True:  # until the test kills this kernel
+                        time.sleep(0.05)
 
-        @task(requires=[slow])
-        def last(env):
-            log("last")
-        """,
-        """
-        print("PLAN", json.dumps(reasons()))
-        print("RAN", json.dumps(make().ran))
-        """,
-    )
+            @task(requires=[slow])
+            def last(env):
+                log("last")
+            """
+        run = f"""
+            print("PLAN", json.dumps(reasons()))
+            print("RAN", json.dumps(make(executor={executor!r}).ran))
+            """
+        return SETUP, steps, run
 
-    def test_sigkill_mid_step_then_run_again(self) -> None:
+    @pytest.mark.parametrize("executor", ["sequential", "processes"])
+    def test_sigkill_mid_step_then_run_again(self, executor: str) -> None:
         """SIGKILL while 'slow' runs: 'slow' is INTERRUPTED, re-run next time, 'first' skipped."""
         Path("block").touch()
-        nb = notebook(*self.CELLS)
-        killer = client(nb)
+        killer = client(notebook(*self.cells(executor)))
 
         def kill() -> None:
             assert killer.km is not None
@@ -347,15 +351,31 @@ class TestKilledKernel:
 
         with once(Path("started"), kill), pytest.raises(DeadKernelError):
             killer.execute()
+        # The process that ran the step (the kernel, or its worker) does not outlive the kernel.
+        assert gone(int(Path("started").read_text()))
         assert Environment.load().get_status("slow") is Status.INTERRUPTED
         Path("block").unlink()
 
-        again = execute(notebook(*self.CELLS))
+        again = execute(notebook(*self.cells(executor)))
         plan = printed(again, "PLAN")
         assert plan["first"] == "up to date"
         assert plan["slow"].startswith("interrupted")
         assert printed(again, "RAN") == ["slow", "last"]
         assert runs() == {"first": 1, "slow": 2, "last": 1}
+
+
+def gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` is dead (a zombie counts) or dies within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 class TestCodeChange:
