@@ -9,7 +9,6 @@ own modules.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import queue
 import signal
@@ -167,6 +166,8 @@ class ThreadsExecutor(Executor):
         return found
 
     def interrupt(self) -> None:
+        import ctypes  # only on Ctrl-C: a run does not pay for loading it
+
         with self._guard:
             for ident in self._busy:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(

@@ -352,11 +352,10 @@ class _Driver:
     def _reclaim_orphans(self) -> None:
         """RUNNING records of this process that no run here owns: left by an aborted run."""
         me = current_owner()
-        orphans = [
-            r.name
-            for r in self.env.steps.values()
-            if r.status is Status.RUNNING and r.owner == me and (self.where, r.name) not in ACTIVE
-        ]
+        with self.env._lock:  # noqa: SLF001
+            # Only the RUNNING records are decoded: not a thousand DONE ones.
+            running = self.env._steps.running()  # noqa: SLF001
+        orphans = [r.name for r in running if r.owner == me and (self.where, r.name) not in ACTIVE]
         if orphans:
 
             def mark(_changed: set[str]) -> None:

@@ -9,7 +9,6 @@ this report, which comes from its own worker.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,36 +25,78 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Outcome", "execute"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     """A step instance to run once."""
 
-    name: str
-    fn: Callable[..., Any]
-    params: Mapping[str, Any]
-    takes_env: bool
-    timeout: float | None
-    attempt: int = 1
+    # Plain slotted classes: a dataclass compiles code at import, for every `exp` command.
+    __slots__ = ("attempt", "fn", "name", "params", "takes_env", "timeout")
+
+    def __init__(  # noqa: PLR0917 - the job's fields, positional as workers build them
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        params: Mapping[str, Any],
+        takes_env: bool,  # noqa: FBT001 - a field
+        timeout: float | None,
+        attempt: int = 1,
+    ) -> None:
+        self.name = name
+        self.fn = fn
+        self.params = params
+        self.takes_env = takes_env
+        self.timeout = timeout
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, attempt={self.attempt})"
 
 
-@dataclasses.dataclass(slots=True)
 class Outcome:
     """What one attempt of a step did."""
 
-    name: str
-    status: Status
-    #: The pickled return value (DONE only).
-    result: bytes | None = None
-    #: Keys whose value changed, pickled; ``None`` for a deleted key.
-    data: dict[str, bytes | None] = dataclasses.field(default_factory=dict)
-    reads: frozenset[str] = frozenset()
-    writes: frozenset[str] = frozenset()
-    error: ErrorInfo | None = None
-    #: Records of steps called directly inside this one, as state dicts.
-    records: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: The step was stopped by a KeyboardInterrupt raised in the driver's own thread.
-    interrupted_driver: bool = False
-    attempt: int = 1
+    __slots__ = (
+        "attempt",
+        "data",
+        "error",
+        "interrupted_driver",
+        "name",
+        "reads",
+        "records",
+        "result",
+        "status",
+        "writes",
+    )
+
+    def __init__(  # noqa: PLR0917 - the outcome's fields, positional as a dataclass took them
+        self,
+        name: str,
+        status: Status,
+        result: bytes | None = None,
+        data: dict[str, bytes | None] | None = None,
+        reads: frozenset[str] = frozenset(),
+        writes: frozenset[str] = frozenset(),
+        error: ErrorInfo | None = None,
+        records: dict[str, Any] | None = None,
+        interrupted_driver: bool = False,  # noqa: FBT001, FBT002 - a field
+        attempt: int = 1,
+    ) -> None:
+        self.name = name
+        self.status = status
+        #: The pickled return value (DONE only).
+        self.result = result
+        #: Keys whose value changed, pickled; ``None`` for a deleted key.
+        self.data: dict[str, bytes | None] = {} if data is None else data
+        self.reads = reads
+        self.writes = writes
+        self.error = error
+        #: Records of steps called directly inside this one, as state dicts.
+        self.records: dict[str, Any] = {} if records is None else records
+        #: The step was stopped by a KeyboardInterrupt raised in the driver's own thread.
+        self.interrupted_driver = interrupted_driver
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.name!r}, {self.status!r}, attempt={self.attempt})"
 
 
 def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> Outcome:

@@ -6,7 +6,6 @@ Only typer and the standard library are imported here at module level:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -108,15 +107,25 @@ class UsageError(ExpkitError):
     """A command line the ``exp`` command cannot act on (exit status 2)."""
 
 
-@dataclasses.dataclass
 class State:
     """The global options, given before the command or after it."""
 
-    file: str | None = None
-    env: Path | None = None
-    results: Path | None = None
-    verbose: int = 0
-    quiet: bool = False
+    # A plain class: a dataclass compiles code at import, and every `exp` command imports this.
+    __slots__ = ("env", "file", "quiet", "results", "verbose")
+
+    def __init__(
+        self,
+        file: str | None = None,
+        env: Path | None = None,
+        results: Path | None = None,
+        verbose: int = 0,
+        quiet: bool = False,
+    ) -> None:
+        self.file = file
+        self.env = env
+        self.results = results
+        self.verbose = verbose
+        self.quiet = quiet
 
 
 #: The options of the command being run, for the error handler.
