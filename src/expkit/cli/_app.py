@@ -2,21 +2,19 @@
 
 Each command lives in its own module (``_cmd_<name>.py``), which imports
 only typer at module level: ``exp --help`` reads every command's options but
-loads neither the planner, rich, YAML nor the experiment.
+loads neither the planner, rich, YAML nor the experiment. A command is built
+(its module imported, its options read by typer) only when it is asked for:
+``exp run`` builds ``run`` alone, ``exp --help`` all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, MutableMapping
+from importlib import import_module
+from typing import Any
+
 import typer
 
-from ._cmd_envs import envs, use
-from ._cmd_graph import graph
-from ._cmd_log import log
-from ._cmd_plan import plan
-from ._cmd_reset import reset
-from ._cmd_run import run
-from ._cmd_show import show
-from ._cmd_status import status
 from ._common import (
     EnvOption,
     ExpGroup,
@@ -29,9 +27,79 @@ from ._common import (
 
 __all__ = ["app"]
 
+#: The commands in the order of the help: name -> (module, function). See _Commands.
+_COMMANDS = {
+    "run": ("._cmd_run", "run"),
+    "plan": ("._cmd_plan", "plan"),
+    "status": ("._cmd_status", "status"),
+    "graph": ("._cmd_graph", "graph"),
+    "envs": ("._cmd_envs", "envs"),
+    "use": ("._cmd_envs", "use"),
+    "show": ("._cmd_show", "show"),
+    "reset": ("._cmd_reset", "reset"),
+    "log": ("._cmd_log", "log"),
+    "version": ("._app", "version"),
+}
+
+
+class _Commands(MutableMapping[str, Any]):
+    """The group's commands by name, each built by typer when first looked up.
+
+    Building a command makes typer read its function's signature and
+    annotations, for a dozen options each: doing it for every command at
+    every start cost more than the command ``exp run`` runs when up to date.
+    """
+
+    def __init__(self, rich_markup_mode: Any) -> None:
+        self._built: dict[str, Any] = {}
+        self._rich_markup_mode = rich_markup_mode
+
+    def __getitem__(self, name: str) -> Any:
+        command = self._built.get(name)
+        if command is None:
+            module, function = _COMMANDS[name]  # KeyError: no such command
+            callback: Callable[..., Any] = getattr(import_module(module, __package__), function)
+            from typer.main import get_command_from_info
+            from typer.models import CommandInfo
+
+            command = self._built[name] = get_command_from_info(
+                CommandInfo(name=name, callback=callback),
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=self._rich_markup_mode,
+            )
+        return command
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(_COMMANDS), **self._built})
+
+    def __len__(self) -> int:
+        return len(set(_COMMANDS) | set(self._built))
+
+    def __contains__(self, name: object) -> bool:
+        return name in _COMMANDS or name in self._built
+
+
+class _Group(ExpGroup):
+    """The ``exp`` group, its commands built on demand."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _Commands(self.rich_markup_mode)
+
+    def list_commands(self, ctx: Any) -> list[str]:  # noqa: ARG002 - click's signature
+        """The command names, in the order of the help, without building the commands."""
+        return list(self.commands)
+
+
 app = typer.Typer(
     name="exp",
-    cls=ExpGroup,
+    cls=_Group,
     no_args_is_help=True,
     add_completion=True,
     # Errors are printed as one line by ExpGroup; a traceback only with -v.
@@ -60,18 +128,6 @@ def main(
     ctx.obj = State(file=file, env=env, results=results, verbose=verbose, quiet=quiet)
 
 
-app.command("run")(run)
-app.command("plan")(plan)
-app.command("status")(status)
-app.command("graph")(graph)
-app.command("envs")(envs)
-app.command("use")(use)
-app.command("show")(show)
-app.command("reset")(reset)
-app.command("log")(log)
-
-
-@app.command()
 def version() -> None:
     """Print expkit's version."""
     from expkit import __version__
