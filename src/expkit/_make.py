@@ -10,6 +10,7 @@ fsync follows within ``GROUP_WINDOW`` seconds of a commit and before
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import os
 import signal
@@ -74,14 +75,18 @@ def make(
     ``check`` a failure raises :class:`RunFailedError` carrying it. On
     Ctrl-C the running steps are recorded CANCELLED, everything is
     committed, the call that resumes is printed, and ``KeyboardInterrupt``
-    propagates. ``on_event`` is called with each :mod:`expkit._events`
+    event as the run goes (the plan, each step started and finished); in a
+    Jupyter kernel it defaults to a live progress table under the cell.
     event as the run goes (the plan, each step started and finished).
     """
+    from ._notebook import default_observer
     from ._task import registry
 
     if jobs is not None and jobs < 1:
         msg = f"jobs must be >= 1, not {jobs}"
         raise ValueError(msg)
+    if on_event is None:  # in a notebook: a live progress table under the cell
+        on_event = default_observer()
     environment = _environment_for(env, new=new, resume_from=resume_from)
     runner = get_executor(executor, jobs, address)
     forced = [f if isinstance(f, str) else f.name for f in force]
@@ -152,6 +157,12 @@ def _resume_call(
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@functools.cache
+def _no_params() -> str:
+    """The fingerprint of no parameters: most steps have none."""
+    return params_fingerprint({})
 
 
 class _CtrlC:
@@ -555,11 +566,16 @@ class _Driver:
         return claimed, refused
 
     def _claimer(
-        self, batch: list[Job], plan: Plan, claimed: list[Job], refused: dict[str, str]
+        self,
+        batch: list[Job],
+        plan: Plan,
+        claimed: list[Job],
+        refused: dict[str, str],
+        moment: datetime | None = None,
     ) -> Callable[[], None]:
         """What records the batch RUNNING, under the commit's lock, filling the two results."""
         owner = current_owner()
-        moment = _now()
+        moment = moment or _now()
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
 
@@ -583,7 +599,8 @@ class _Driver:
                         attempts=1,
                         started=moment,
                         params=dict(job.params),
-                        fingerprint=code[job.name] + params_fingerprint(job.params),
+                        fingerprint=code[job.name]
+                        + (params_fingerprint(job.params) if job.params else _no_params()),
                         owner=owner,
                     )
                 )
@@ -610,7 +627,9 @@ class _Driver:
         claimed: list[Job] = []
         refusing: dict[str, str] = {}
         claimer = (
-            self._claimer(claim, plan, claimed, refusing) if claim and plan is not None else None
+            self._claimer(claim, plan, claimed, refusing, moment)
+            if claim and plan is not None
+            else None
         )
 
         def records(_changed: set[str]) -> None:
