@@ -75,9 +75,9 @@ def make(
     ``check`` a failure raises :class:`RunFailedError` carrying it. On
     Ctrl-C the running steps are recorded CANCELLED, everything is
     committed, the call that resumes is printed, and ``KeyboardInterrupt``
+    propagates. ``on_event`` is called with each :mod:`expkit._events`
     event as the run goes (the plan, each step started and finished); in a
     Jupyter kernel it defaults to a live progress table under the cell.
-    event as the run goes (the plan, each step started and finished).
     """
     from ._notebook import default_observer
     from ._task import registry
