@@ -21,11 +21,9 @@ import contextlib
 import io
 import logging
 import os
-import socket
 import sys
 import threading
 import time
-import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -79,6 +77,8 @@ class StepLog:
 
     def note_error(self, error: BaseException) -> None:
         """Append the traceback of the exception that ended the step."""
+        import traceback  # only for a failure: a run does not pay for loading it
+
         self.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
 
     def _open(self) -> bool:
@@ -98,6 +98,8 @@ class StepLog:
         self._file = open(  # noqa: SIM115 - closed by close()
             fd, "a", buffering=1, encoding="utf-8", errors="backslashreplace"
         )
+        import socket  # only once a step writes something
+
         when = datetime.fromtimestamp(self._started).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
         self._file.write(
             f"{MARKER}{self.name}, attempt {self._attempt}, started {when}, "

@@ -16,7 +16,6 @@ from ._capture import capturing
 from ._errors import UnpicklableValueError
 from ._records import ErrorInfo, StoredResult
 from ._status import Status
-from ._timeout import deadline
 from ._tracking import tracking
 
 if TYPE_CHECKING:
@@ -113,6 +112,8 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
             if job.timeout is None:
                 value = job.fn(**kwargs)
             else:
+                from ._timeout import deadline  # signal and ctypes: only for a step with a timeout
+
                 with deadline(job.timeout, job.name):
                     value = job.fn(**kwargs)
         except KeyboardInterrupt as raised:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
@@ -232,6 +231,8 @@ class ExpGroup(TyperGroup):
 def report_error(error: BaseException) -> int:
     """Print ``error`` for a person and return the exit status it calls for."""
     if _current.verbose:
+        import traceback
+
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     if isinstance(error, ExpkitError):
         message, code = str(error), type(error).exit_code

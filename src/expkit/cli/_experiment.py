@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 
@@ -124,6 +123,8 @@ def _explained(source: str, error: Exception) -> ExperimentError:
         return ExperimentError(source, f"syntax error: {where}{error.msg}")
     what = str(error) if isinstance(error, ExpkitError) else f"{type(error).__name__}: {error}"
     # The deepest frame in the experiment's own file says where it went wrong.
+    import traceback  # only for an experiment that fails to load
+
     frames = traceback.extract_tb(error.__traceback__)
     origin = Path(source).name if source.endswith(".py") else source.replace(".", "/") + ".py"
     mine = [f for f in frames if f.filename.endswith(origin)]
