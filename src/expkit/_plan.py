@@ -92,7 +92,10 @@ class Plan:
         from ._tables import html_table
 
         rows = [(e.name, e.action, e.reason) for e in self.entries.values()]
-        return html_table(("step", "action", "reason"), rows, status=[e.status for e in self])
+        runs = len(self.to_run)
+        summary = f"<p><b>Plan</b>: {runs} to run, {len(self) - runs} to skip</p>"
+        table = html_table(("step", "action", "reason"), rows, status=[e.status for e in self])
+        return summary + table
 
     def graph(self, fmt: str = "dot") -> str:
         """The plan's graph as ``dot``, ``mermaid`` or ``ascii`` text, coloured by status."""
