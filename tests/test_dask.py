@@ -514,7 +514,7 @@ def test_unreachable_scheduler_names_the_address(monkeypatch: pytest.MonkeyPatch
         env["never"] = True
 
     start = time.monotonic()
-    with pytest.raises(expkit._dask.SchedulerUnreachableError) as caught:
+    with pytest.raises(expkit.SchedulerUnreachableError) as caught:
         make(anything, env="e", new=True, executor="dask", address=where)
     assert time.monotonic() - start < 15
     error = caught.value

@@ -64,7 +64,7 @@ from ._dask_worker import (
     run_step,
     running_steps,
 )
-from ._errors import ExpkitError, StepTimeoutError
+from ._errors import DaskUnavailableError, SchedulerUnreachableError, StepTimeoutError
 from ._executors import SLICE, Executor
 from ._journal import Stored, as_stored, digest_of
 from ._records import ErrorInfo
@@ -97,30 +97,6 @@ RESENDS = 3
 COALESCE = 0.005
 #: Seconds between two looks at which steps run, while steps with a timeout are pending.
 POLL = 1.0
-
-
-class DaskUnavailableError(ExpkitError, ImportError):
-    """Dask distributed is not installed."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(
-            f"the dask executor needs Dask distributed ({reason}) — "
-            "install it with: pip install 'expkit[dask]'"
-        )
-
-
-class SchedulerUnreachableError(ExpkitError, ConnectionError):
-    """The Dask scheduler given by address cannot be reached."""
-
-    def __init__(self, address: str, reason: str) -> None:
-        self.address = address
-        self.reason = reason
-        super().__init__(
-            f"cannot reach the Dask scheduler at {address}: {reason} — check the address "
-            f"and the network, or start one (`dask scheduler`, then `dask worker {address}` "
-            "on each machine)"
-        )
 
 
 def _distributed() -> Any:

@@ -36,11 +36,13 @@ __all__ = [
     "CorruptEnvironmentError",
     "CorruptValueError",
     "CycleError",
+    "DaskUnavailableError",
     "EnvironmentExistsError",
     "ExpkitError",
     "NoEnvironmentError",
     "PrerequisiteError",
     "RunFailedError",
+    "SchedulerUnreachableError",
     "StepRunningError",
     "StepTimeoutError",
     "UnknownStepError",
@@ -234,3 +236,27 @@ class RunFailedError(ExpkitError, RuntimeError):
     def __init__(self, report: RunReport, summary: str = "") -> None:
         self.report = report
         super().__init__(summary or f"the run failed:\n{report}")
+
+
+class DaskUnavailableError(ExpkitError, ImportError):
+    """Dask distributed is not installed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the dask executor needs Dask distributed ({reason}) — "
+            "install it with: pip install 'expkit[dask]'"
+        )
+
+
+class SchedulerUnreachableError(ExpkitError, ConnectionError):
+    """The Dask scheduler given by address cannot be reached."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the Dask scheduler at {address}: {reason} — check the address "
+            f"and the network, or start one (`dask scheduler`, then `dask worker {address}` "
+            "on each machine)"
+        )
