@@ -12,10 +12,12 @@ import contextlib
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ._status import Status
@@ -24,7 +26,28 @@ from ._work import Job, Outcome, execute
 if TYPE_CHECKING:
     from ._environment import Environment
 
-__all__ = ["Executor", "SequentialExecutor", "ThreadsExecutor", "get_executor"]
+__all__ = ["Executor", "SequentialExecutor", "ThreadsExecutor", "get_executor", "pickle_by_value"]
+
+#: Modules whose functions travel by value to worker processes, not yet told to cloudpickle.
+_BY_VALUE: list[ModuleType] = []
+
+
+def pickle_by_value(module: ModuleType) -> None:
+    """Ship ``module``'s functions by value to worker processes (it cannot be imported there).
+
+    cloudpickle is told when an executor that pickles functions starts, or now
+    if it is already loaded: a run in this process does not pay for loading it.
+    """
+    _BY_VALUE.append(module)
+    if "cloudpickle" in sys.modules:
+        _register_by_value()
+
+
+def _register_by_value() -> None:
+    import cloudpickle
+
+    while _BY_VALUE:
+        cloudpickle.register_pickle_by_value(_BY_VALUE.pop(0))
 
 
 #: Seconds the driver blocks at most before it looks for a Ctrl-C again.
@@ -192,10 +215,12 @@ def get_executor(executor: str | Executor, jobs: int | None, address: str | None
     if executor == "processes":
         from ._processes import ProcessesExecutor
 
+        _register_by_value()
         return ProcessesExecutor(jobs)
     if executor == "dask":
         from ._dask import DaskExecutor
 
+        _register_by_value()
         return DaskExecutor(jobs, address)
     msg = f"unknown executor {executor!r}: use 'sequential', 'threads', 'processes' or 'dask'"
     raise ValueError(msg)

@@ -82,10 +82,10 @@ def _load_file(path: Path) -> ModuleType:
         if isinstance(error, Exception):
             raise _explained(str(path), error) from error
         raise
-    import cloudpickle
+    from expkit._executors import pickle_by_value
 
     # Its functions travel by value: a worker process cannot import this file by name.
-    cloudpickle.register_pickle_by_value(module)
+    pickle_by_value(module)
     return module
 
 
