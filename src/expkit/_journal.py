@@ -85,7 +85,7 @@ _KINDS = (_BLOB, _COMMIT)
 #: faster to write and read than a pickle. A cache in another form fails its
 #: magic or its checksum and is ignored. It is rewritten in place, never
 #: truncated: what lies after its body is the tail of a longer former one.
-_INDEX_MAGIC = b"EXPKITI5"
+_INDEX_MAGIC = b"EXPKITI6"  # 6: packed records carry what a plan reads
 _INDEX_HEAD = struct.Struct("<8sQI")
 _MARSHAL_VERSION = 4
 _ANCHOR = 64
@@ -142,10 +142,11 @@ class Stored(NamedTuple):
 #: index cache loads fast); for a blob, the fields of :class:`Stored`.
 Entry = bytes | tuple[Any, ...]
 
-#: A step record's stored form as the index cache keeps it: its status, and
-#: the marshal of its dict (see ``StepRecord.to_state``), read only when the
-#: record is used. In a commit frame, a record is the dict itself.
-PackedState = tuple[str, bytes]
+#: A step record's stored form as the index cache keeps it: what a plan reads
+#: of it (status, start and end timestamps, fingerprint), and the marshal of
+#: its dict (see ``StepRecord.to_state``), read only when the record is used.
+#: In a commit frame, a record is the dict itself.
+PackedState = tuple[str, float | None, float | None, str | None, bytes]
 
 
 def as_stored(entry: Entry) -> Stored:
@@ -1028,13 +1029,19 @@ def _remember_snapshot(ino: int, snapshot: _Snapshot) -> None:
 
 
 def _pack(state: dict[str, Any]) -> PackedState:
-    return (state["status"], marshal.dumps(state, _MARSHAL_VERSION))
+    return (
+        state["status"],
+        state["started"],
+        state["ended"],
+        state["fingerprint"],
+        marshal.dumps(state, _MARSHAL_VERSION),
+    )
 
 
 def unpacked(state: dict[str, Any] | PackedState) -> dict[str, Any]:
     """A step record's stored form as a dict (unpickled from the index's packed form)."""
     if isinstance(state, tuple):
-        unpacked: dict[str, Any] = marshal.loads(state[1])  # noqa: S302 - ours, as the index
+        unpacked: dict[str, Any] = marshal.loads(state[4])  # noqa: S302 - ours, as the index
         return unpacked
     return state
 

@@ -8,15 +8,15 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, Protocol
 
-from ._journal import unpacked
+from ._journal import PackedState, unpacked
 from ._records import StepRecord
 from ._status import Status
 
 __all__ = ["Brief", "StepRecords", "StepsMixin", "StoredState", "step_name"]
 
 #: A step record's stored form: a dict of builtins (``StepRecord.to_state``),
-#: or, from the index cache, its status and that dict packed (see _journal).
-StoredState = dict[str, Any] | tuple[str, bytes]
+#: or, from the index cache, what a plan reads of it and that dict packed (see _journal).
+StoredState = dict[str, Any] | PackedState
 
 
 class _Named(Protocol):
@@ -152,13 +152,18 @@ class StepRecords(MutableMapping[str, StepRecord]):
                     item.status, _timestamp(item.started), _timestamp(item.ended), item.fingerprint
                 )
                 continue
-            state = _state(item)
-            status = state["status"]
+            if isinstance(item, tuple):  # packed: what a plan reads is kept beside the rest
+                status, started, ended, fingerprint, _ = item
+                found[name] = Brief(
+                    _BY_VALUE.get(status) or Status(status), started, ended, fingerprint
+                )
+                continue
+            status = item["status"]
             found[name] = Brief(
                 _BY_VALUE.get(status) or Status(status),
-                state["started"],
-                state["ended"],
-                state["fingerprint"],
+                item["started"],
+                item["ended"],
+                item["fingerprint"],
             )
         return found
 
