@@ -8,7 +8,8 @@
   no-op steps on a fresh environment, durable commits (the default),
   interleaved with the sequential executor on the same work.
 - Start-up, whole processes, interleaved: ``python -c pass``,
-  ``python -c "import expkit"`` and ``exp --help``.
+  ``python -c "import expkit"`` and ``exp --help`` (and, for information,
+  ``exp --help`` with ``TYPER_USE_RICH=0``: typer's plain help).
 
 The Dask row of W4 is measured by ``bench/w4_dask.py`` (``W4DASK`` in
 ``bench/run.py``).
@@ -280,13 +281,16 @@ def _exp_command() -> list[str]:
 _CACHING_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def _quiet(command: list[str]) -> None:
+_PLAIN_ENV = {**_CACHING_ENV, "TYPER_USE_RICH": "0"}
+
+
+def _quiet(command: list[str], env: dict[str, str] | None = None) -> None:
     subprocess.run(
         command,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=_CACHING_ENV,
+        env=_CACHING_ENV if env is None else env,
     )
 
 
@@ -297,9 +301,11 @@ def _startup_part(warmup: int, timed: int) -> tuple[str, list[Ratio]]:
         Row("`python -c pass`", lambda _i: _quiet([python, "-c", "pass"])),
         Row('`python -c "import expkit"`', lambda _i: _quiet([python, "-c", "import expkit"])),
         Row("`exp --help`", lambda _i: _quiet([*exp, "--help"])),
+        # For information: the same help without typer's rich formatter (plain text).
+        Row("`TYPER_USE_RICH=0 exp --help`", lambda _i: _quiet([*exp, "--help"], _PLAIN_ENV)),
     ]
     interleave(rows, warmup=warmup, timed=timed, progress="W4 start-up")
-    bare, imported, helped = rows
+    bare, imported, helped, plain = rows
     # Paired differences: round i of each row ran back to back.
     extra = median([a - b for a, b in zip(imported.samples, bare.samples, strict=True)])
 
@@ -319,6 +325,9 @@ def _startup_part(warmup: int, timed: int) -> tuple[str, list[Ratio]]:
             helped.median / 1e6 / HELP_TARGET_MS,
             1.0,
             f"<= 1 ({ms(helped.median)} ms)",
+        ),
+        Ratio(
+            "`exp --help`, rich / plain (`TYPER_USE_RICH=0`)", helped.median / plain.median, None
         ),
     ]
     markdown = "\n\n".join(
