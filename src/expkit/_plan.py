@@ -89,13 +89,9 @@ class Plan:
         return f"<Plan: {len(self.to_run)} to run, {len(self) - len(self.to_run)} to skip>"
 
     def _repr_html_(self) -> str:
-        from ._tables import html_table
+        from ._html import plan_html  # only notebooks need it
 
-        rows = [(e.name, e.action, e.reason) for e in self.entries.values()]
-        runs = len(self.to_run)
-        summary = f"<p><b>Plan</b>: {runs} to run, {len(self) - runs} to skip</p>"
-        table = html_table(("step", "action", "reason"), rows, status=[e.status for e in self])
-        return summary + table
+        return plan_html(self)
 
     def graph(self, fmt: str = "dot") -> str:
         """The plan's graph as ``dot``, ``mermaid`` or ``ascii`` text, coloured by status."""

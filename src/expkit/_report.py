@@ -100,10 +100,6 @@ class RunReport:
         return "\n".join(filter(None, [table, self.summary()]))
 
     def _repr_html_(self) -> str:
-        from ._tables import html_table
+        from ._html import report_html  # only notebooks need it
 
-        header = ("step", "status", "attempts", "duration", "note")
-        rows = self._rows()
-        return f"<p>{self.summary()}</p>" + html_table(
-            header, rows, status=[o.status for o in self.steps.values()]
-        )
+        return report_html(self)
