@@ -80,6 +80,29 @@ def test_runs_in_graph_order_and_records_everything(executor: str) -> None:
     assert _runs(Path(log)) == lines
 
 
+def test_each_step_is_running_on_disk_before_its_body(executor: str) -> None:
+    """A chain's steps, each claimed in the commit of the step before it, read RUNNING as they run."""
+    log = str(Path("log").absolute())
+    where = str(Path("e").absolute())
+
+    @task
+    def first() -> None:
+        _log(log, f"first={Environment.load(where).steps['first'].status.value}")
+
+    @task(requires=[first])
+    def second() -> None:
+        steps = Environment.load(where).steps
+        _log(log, f"second={steps['second'].status.value},{steps['first'].status.value}")
+
+    @task(requires=[second])
+    def third() -> None:
+        steps = Environment.load(where).steps
+        _log(log, f"third={steps['third'].status.value},{steps['second'].status.value}")
+
+    assert make(third, env="e", new=True, executor=executor).ok
+    assert _runs(Path(log)) == ["first=running", "second=running,done", "third=running,done"]
+
+
 def test_failure_skips_dependents_and_keeps_going(executor: str) -> None:
     """Failure skips dependents and keeps going."""
     log = str(Path("log").absolute())

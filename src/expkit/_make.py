@@ -13,6 +13,7 @@ import contextlib
 import functools
 import heapq
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -30,8 +31,8 @@ from ._fingerprint import params_fingerprint
 from ._instances import parse_selector
 from ._paths import CURRENT_LINK, default_root
 from ._plan import Plan, make_plan
-from ._process import current_owner, is_alive
-from ._records import ErrorInfo, StepRecord, StoredResult
+from ._process import current_owner, current_owner_state, is_alive
+from ._records import ErrorInfo, StepRecord, StoredResult, finished_state, running_state
 from ._report import RunReport, StepOutcome
 from ._status import Status
 from ._work import Job, Outcome
@@ -157,6 +158,11 @@ def _resume_call(
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_RUNNING = Status.RUNNING
+#: The stored form of no parameters (see StepRecord.to_state).
+_NO_PARAMS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 @functools.cache
@@ -575,34 +581,35 @@ class _Driver:
     ) -> Callable[[], None]:
         """What records the batch RUNNING, under the commit's lock, filling the two results."""
         owner = current_owner()
-        moment = moment or _now()
+        owner_state = current_owner_state()
+        started = (moment or _now()).timestamp()
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
 
         def claim() -> None:
             claimed.clear()
             refused.clear()
+            steps = self.env._steps  # noqa: SLF001
             for job in batch:
-                previous = self.env._steps.get(job.name)  # noqa: SLF001
-                other = (
-                    previous.owner
-                    if previous is not None and previous.status is Status.RUNNING
-                    else None
-                )
+                # Only a RUNNING record is decoded, to see whether its owner lives.
+                previous = steps.get(job.name) if steps.status(job.name) is _RUNNING else None
+                other = previous.owner if previous is not None else None
                 if other is not None and other != owner and is_alive(other):
                     refused[job.name] = str(StepRunningError(job.name, other.host, other.pid))
                     continue
-                self.env._put_record(  # noqa: SLF001
-                    StepRecord(
-                        name=job.name,
-                        status=Status.RUNNING,
-                        attempts=1,
-                        started=moment,
-                        params=dict(job.params),
-                        fingerprint=code[job.name]
-                        + (params_fingerprint(job.params) if job.params else _no_params()),
-                        owner=owner,
-                    )
+                params = job.params
+                # The record in its stored form (StepRecord.to_state of it), built directly.
+                self.env._put_state(  # noqa: SLF001
+                    job.name,
+                    running_state(
+                        job.name,
+                        started,
+                        pickle.dumps(dict(params), protocol=pickle.HIGHEST_PROTOCOL)
+                        if params
+                        else _NO_PARAMS,
+                        code[job.name] + (params_fingerprint(params) if params else _no_params()),
+                        owner_state,
+                    ),
                 )
                 claimed.append(job)
 
@@ -656,10 +663,26 @@ class _Driver:
         self, finals: list[Outcome], skipped: dict[str, str], moment: datetime
     ) -> None:
         env = self.env
+        ended = moment.timestamp()
         for outcome in finals:
-            for state in outcome.records.values():
-                env._put_record(StepRecord.from_state(state))  # noqa: SLF001
-            current = env._steps.get(outcome.name) or StepRecord(outcome.name)  # noqa: SLF001
+            for name, state in outcome.records.items():
+                env._put_state(name, state)  # noqa: SLF001
+            if outcome.name in env._steps:  # noqa: SLF001 - claimed: its stored form, updated
+                env._put_state(  # noqa: SLF001
+                    outcome.name,
+                    finished_state(
+                        env._steps.state(outcome.name),  # noqa: SLF001
+                        status=outcome.status,
+                        attempts=outcome.attempt,
+                        ended=ended,
+                        error=outcome.error,
+                        result=outcome.result,
+                        reads=outcome.reads,
+                        writes=outcome.writes,
+                    ),
+                )
+                continue
+            current = StepRecord(outcome.name)
             changes: dict[str, Any] = {
                 "status": outcome.status,
                 "attempts": outcome.attempt,
@@ -682,14 +705,19 @@ class _Driver:
         """Keep what the report will say."""
         self.settled.update(outcome.name for outcome in finals)
         self.settled.update(skipped)
+        steps = self.env._steps  # noqa: SLF001
         for outcome in finals:
-            record = self.env._steps.get(outcome.name)  # noqa: SLF001
+            duration = None
+            if outcome.name in steps:
+                state = steps.state(outcome.name)
+                if state["started"] is not None and state["ended"] is not None:
+                    duration = state["ended"] - state["started"]
             self.outcomes[outcome.name] = StepOutcome(
                 outcome.name,
                 outcome.status,
                 ran=True,
                 attempts=outcome.attempt,
-                duration=record.duration if record is not None else None,
+                duration=duration,
                 error=outcome.error,
             )
         for name, reason in skipped.items():
