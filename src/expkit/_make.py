@@ -301,6 +301,8 @@ class _Driver:
         self.hint = hint
         self.on_event = on_event
         self.sync = _GroupSync(env)
+        #: This process as the owner of the steps it claims (read once: it costs a getpid).
+        self.owner = (current_owner(), current_owner_state())
         self.ctrl_c = _CtrlC()
         self.where = str(env.resultdir)
         self.outcomes: dict[str, StepOutcome] = {}
@@ -580,8 +582,7 @@ class _Driver:
         moment: datetime | None = None,
     ) -> Callable[[], None]:
         """What records the batch RUNNING, under the commit's lock, filling the two results."""
-        owner = current_owner()
-        owner_state = current_owner_state()
+        owner, owner_state = self.owner
         started = (moment or _now()).timestamp()
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
