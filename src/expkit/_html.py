@@ -88,9 +88,8 @@ def _code(text: str) -> str:
 
 def _step_of(name: str) -> str:
     """The step an instance name ``step[k=v]`` belongs to (a plain name is its own step)."""
-    if name.endswith("]") and "[" in name:
-        return name.partition("[")[0]
-    return name
+    cut = name.find("[")
+    return name[:cut] if cut > 0 and name[-1] == "]" else name
 
 
 def _counted(counts: Counter[str], order: Sequence[str]) -> str:
@@ -134,6 +133,8 @@ class _Rows:
 
     header: tuple[str, ...]
     names: list[str]
+    #: The step each item is (an instance of).
+    steps: list[str]
     statuses: list[Status]
     #: What a sweep's row and the "more" row count: an action, or a status.
     labels: list[str]
@@ -149,8 +150,8 @@ class _Rows:
     def table(self) -> str:
         """One row per plain step and per sweep, each sweep's instances under it."""
         groups: dict[str, list[int]] = {}
-        for i, name in enumerate(self.names):
-            groups.setdefault(_step_of(name), []).append(i)
+        for i, step in enumerate(self.steps):
+            groups.setdefault(step, []).append(i)
         # A group is a sweep when one of its names is an instance's.
         rows = list(groups.items())
         sweeps = [len(members) > 1 or self.names[members[0]] != step for step, members in rows]
@@ -167,7 +168,11 @@ class _Rows:
             taken = set(shown)
             # A hidden row counts as its first notable item: "run", "failed"...
             labels = Counter(
-                self.labels[next((i for i in members if self.notable[i]), members[0])]
+                self.labels[
+                    members[0]
+                    if len(members) == 1
+                    else next((i for i in members if self.notable[i]), members[0])
+                ]
                 for k, (_, members) in enumerate(rows)
                 if k not in taken
             )
@@ -227,6 +232,7 @@ def plan_html(plan: Plan) -> str:
     rows = _Rows(
         header=("step", "action", "reason"),
         names=[entry.name for entry in entries],
+        steps=[entry.step for entry in entries],
         statuses=[entry.status for entry in entries],
         labels=[entry.action for entry in entries],
         label_order=_ACTION_ORDER,
@@ -275,6 +281,7 @@ def report_html(report: RunReport) -> str:
     rows = _Rows(
         header=("step", "status", "attempts", "duration", "note"),
         names=[o.name for o in outcomes],
+        steps=[_step_of(o.name) for o in outcomes],
         statuses=[o.status for o in outcomes],
         labels=[o.status.value for o in outcomes],
         label_order=_STATUS_ORDER,
@@ -334,6 +341,7 @@ def environment_html(env: Environment) -> str:
         steps = _Rows(
             header=("step", "status", "attempts", "duration", "error"),
             names=names,
+            steps=[_step_of(name) for name in names],
             statuses=statuses,
             labels=[status.value for status in statuses],
             label_order=_STATUS_ORDER,
