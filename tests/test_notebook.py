@@ -719,3 +719,31 @@ class TestProgressTable:
         assert len(progress.shown) == 2
         assert "ValueError: no luck" in progress.shown[-1]
         assert "skipped" in progress.shown[-1]
+
+    def test_a_big_dag_draws_what_needs_attention(self) -> None:
+        """Past ROWS_SHOWN rows, failures are drawn first and the rest counted in one line."""
+        from expkit._notebook import ROWS_SHOWN
+
+        steps = []
+        for i in range(ROWS_SHOWN + 20):
+
+            @task(name=f"s{i:03d}")
+            def step(env: Environment) -> None:
+                pass
+
+            steps.append(step)
+
+        @task(name="late_failure")
+        def late_failure(env: Environment) -> None:
+            msg = "no luck"
+            raise ValueError(msg)
+
+        progress = _Recorded(interval=3600)
+        expkit.make(*steps, late_failure, on_event=progress, check=False)
+        last = progress.shown[-1]
+        assert "late_failure" in last
+        assert "ValueError: no luck" in last
+        assert "s000" in last
+        assert f"s{ROWS_SHOWN + 19:03d}" not in last
+        assert "... and 21 more: 21 done" in last
+        assert "... and 21 more: 21 done" in progress.html()

@@ -37,6 +37,9 @@ __all__ = ["NotebookProgress", "default_observer", "in_kernel"]
 INTERVAL = 0.2
 #: Failed instances of one sweep named in its row; the rest are counted.
 _NAMED = 3
+#: Rows drawn at most: those running or gone wrong first, then the others in
+#: graph order; the rest are counted in a last line (a big DAG stays readable).
+ROWS_SHOWN = 30
 
 
 def in_kernel() -> bool:
@@ -245,8 +248,9 @@ class NotebookProgress:
     def html(self) -> str:
         """The table as HTML: a summary with a bar, then a row per step or sweep."""
         done, total = self.counts()
+        shown, hidden = self._visible()
         rows = []
-        for name, row in self.rows.items():
+        for name, row in shown:
             step, status, note = self._cells(name, row)
             bar = ""
             if row.instances:
@@ -259,6 +263,8 @@ class NotebookProgress:
                 f"<td><code>{html.escape(step)}</code></td><td>{status}</td>"
                 f"<td>{html.escape(note)}{bar}</td></tr>"
             )
+        if hidden:
+            rows.append(f'<tr><td colspan="3"><i>{html.escape(hidden)}</i></td></tr>')
         where = f" in <code>{html.escape(self.where)}</code>" if self.where else ""
         return (
             f"<div><p><b>expkit</b>{where}: {done}/{total} finished "
@@ -267,18 +273,39 @@ class NotebookProgress:
             f"<tbody>{''.join(rows)}</tbody></table></div>"
         )
 
+    def _visible(self) -> tuple[list[tuple[str, _Row]], str]:
+        """The rows to draw, in graph order, and a line counting the others ("" if none)."""
+        rows = list(self.rows.items())
+        if len(rows) <= ROWS_SHOWN:
+            return rows, ""
+        urgent = [i for i, (_, row) in enumerate(rows) if row.status not in _QUIET]
+        chosen = set(urgent[:ROWS_SHOWN])
+        for i in range(len(rows)):
+            if len(chosen) >= ROWS_SHOWN:
+                break
+            chosen.add(i)
+        hidden = Counter(row.status for i, (_, row) in enumerate(rows) if i not in chosen)
+        counts = ", ".join(
+            f"{n} {s.value.lower()}" for s, n in sorted(hidden.items(), key=_by_value)
+        )
+        return [rows[i] for i in sorted(chosen)], f"... and {sum(hidden.values())} more: {counts}"
+
     def text(self) -> str:
         """The table as plain text, for frontends that show no HTML."""
         from ._tables import text_table
 
         done, total = self.counts()
-        rows = [self._cells(name, row) for name, row in self.rows.items()]
+        shown, hidden = self._visible()
+        rows = [self._cells(name, row) for name, row in shown]
         head = f"expkit{' in ' + self.where if self.where else ''}: {done}/{total} finished"
-        return head + ("\n" + text_table(("step", "status", "note"), rows) if rows else "")
+        table = "\n" + text_table(("step", "status", "note"), rows) if rows else ""
+        return head + table + (f"\n{hidden}" if hidden else "")
 
 
 _BAD = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED, Status.SKIPPED)
 _BUSY = (Status.WAITING, Status.RUNNING)
+#: Rows that need no attention: drawn only when there is room.
+_QUIET = frozenset((Status.DONE, Status.WAITING, Status.PENDING))
 
 
 def _sweep_status(tally: Counter[Status]) -> Status:
