@@ -367,8 +367,10 @@ class TestWellFormed:
             assert wrapper.tag == "div"
             assert wrapper.attrs["class"] == "expkit-html"
             (style,) = root.find("style")
-            rules = [r for r in style.text.split("}") if r]
-            assert all(r.startswith(".expkit-html ") for r in rules)
+            selectors = [r.partition("{")[0] for r in style.text.split("}") if r]
+            assert all(
+                s.startswith(".expkit-html ") for group in selectors for s in group.split(",")
+            )
             assert not root.find("script")
 
     def test_empty_pages(self) -> None:

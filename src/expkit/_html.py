@@ -40,11 +40,14 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = 60
 _SHORT.maxother = 60
 
-#: Scoped by the wrapper's class: a notebook's own tables keep their style.
+#: Scoped by the wrapper's class: a notebook's own tables keep their style. Selectors
+#: outweigh the frontend's (JupyterLab right-aligns cells and shades ``code``).
 _STYLE = (
     "<style>"
     ".expkit-html table{border-collapse:collapse;margin:0.3em 0}"
-    ".expkit-html th,.expkit-html td{text-align:left;vertical-align:top;padding:0.15em 0.6em}"
+    ".expkit-html table th,.expkit-html table td"
+    "{text-align:left;vertical-align:top;padding:0.15em 0.6em}"
+    ".expkit-html tr[style] code{background:transparent;color:inherit}"
     ".expkit-html details table{margin-left:1.5em}"
     ".expkit-html summary{cursor:pointer}"
     "</style>"
@@ -155,7 +158,10 @@ class _Rows:
         # A group is a sweep when one of its names is an instance's.
         rows = list(groups.items())
         sweeps = [len(members) > 1 or self.names[members[0]] != step for step, members in rows]
-        notable = [any(self.notable[i] for i in members) for _, members in rows]
+        notable = [
+            self.notable[members[0]] if len(members) == 1 else any(self.notable[i] for i in members)
+            for _, members in rows
+        ]
         shown = _pick(notable, self.limit)
         body = []
         for k in shown:
