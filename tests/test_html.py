@@ -11,7 +11,7 @@ import pytest
 
 from expkit import Environment, Status, make, plan, task
 from expkit._html import natural_key
-from expkit._tables import MAX_ROWS, STATUS_COLOURS
+from expkit._tables import MAX_ROWS, STATUS_COLOURS, html_table
 
 #: Elements without an end tag.
 _VOID = frozenset(("br", "hr", "img", "input", "meta", "link", "col", "wbr"))
@@ -167,6 +167,15 @@ class TestTruncation:
         assert inner[0].cells() == ["big[i=0]", "run", "never run"]
         assert inner[-1].cells() == [f"… and {10_000 - MAX_ROWS:,} more (9,950 run)"]
         assert len(page) < 20_000
+
+    def test_html_table_counts_rows_beyond_its_limit(self) -> None:
+        """The generic table escapes its text cells, tints rows, and counts those past ``limit``."""
+        rows = [(f"<row {k}>", "x") for k in range(5)]
+        table = parse(html_table(("a", "b"), rows, status=[Status.DONE] * 5, limit=3))
+        (element,) = table.find("table")
+        body = element.rows()
+        assert [r.cells()[0] for r in body] == ["<row 0>", "<row 1>", "<row 2>", "… and 2 more"]
+        assert tint(body[0]) == STATUS_COLOURS[Status.DONE]
 
     def test_environment_keys_and_steps_are_truncated(self) -> None:
         """An environment of many keys and steps shows MAX_ROWS of each."""

@@ -306,6 +306,8 @@ def _short(env: Environment, key: str) -> str:
         return _SHORT.repr(env[key])
     except ExpkitError as error:
         return f"<unreadable: {error}>"
+    except KeyError:  # deleted by another thread since the keys were listed
+        return "<deleted>"
 
 
 def environment_html(env: Environment) -> str:
