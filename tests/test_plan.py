@@ -387,4 +387,7 @@ def test_report_and_plan_render_as_html() -> None:
     assert "<table>" in report._repr_html_()
     assert "a" in plan(a, env="e")._repr_html_()
     assert "<b>Plan</b>: 0 to run, 1 to skip" in plan(a, env="e")._repr_html_()
+    # Jupyter stores the text form too: it stays one line however big the run.
+    assert repr(report) == f"<RunReport: {report.summary()}>"
+    assert "\n" not in repr(report)
     assert "<b>Plan</b>: 1 to run, 0 to skip" in plan(a, env="e", force=[a])._repr_html_()

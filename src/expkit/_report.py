@@ -35,7 +35,7 @@ class StepOutcome:
     reason: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class RunReport:
     """The outcome of :func:`expkit.make`; prints as a table."""
 
@@ -91,6 +91,10 @@ class RunReport:
         """One line: counts by status."""
         counts = ", ".join(f"{n} {s.value}" for s, n in sorted(self.counts.items()))
         return f"{len(self.ran)} ran; {counts or 'nothing planned'}"
+
+    def __repr__(self) -> str:
+        # Short: Jupyter stores the text form beside the HTML of every output.
+        return f"<RunReport: {self.summary()}>"
 
     def __str__(self) -> str:
         from ._tables import text_table
