@@ -48,7 +48,7 @@ UP_TO_DATE_TARGET = 0.67
 
 # -- the experiment files -------------------------------------------------------------
 
-_EXP_DAG = f'''\
+EXP_DAG = f'''\
 """W3: {LAYERS} layers x {WIDTH} no-op steps, each needing three of the layer before."""
 
 from expkit import task
@@ -66,7 +66,7 @@ for layer in range({LAYERS}):
         task(name=f"s{{layer:02d}}_{{j:03d}}", requires=requires)(noop)
 '''
 
-_EXP_ONE = '''\
+EXP_ONE = '''\
 """W3's fixed cost: one no-op step."""
 
 from expkit import task
@@ -77,7 +77,7 @@ def only() -> None:
     """Does nothing."""
 '''
 
-_DOIT_DAG = f'''\
+DOIT_DAG = f'''\
 """W3 for doit: the same DAG, each task run once (uptodate=[run_once])."""
 
 from doit.tools import run_once
@@ -102,7 +102,7 @@ def task_dag():
             }}
 '''
 
-_DOIT_ONE = '''\
+DOIT_ONE = '''\
 """W3's fixed cost for doit: one task."""
 
 from doit.tools import run_once
@@ -120,13 +120,14 @@ def task_only():
 # -- running and checking ---------------------------------------------------------------
 
 #: Bytecode caches on, as an installed package has them (see bench/w4.py).
-_BASE_ENV = {
+BASE_ENV = {
     k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", DURABLE_VAR)
 }
 _EXP_SUMMARY = re.compile(r"^(\d+) ran; (\d+) done in ", re.MULTILINE)
 
 
-def _command(name: str) -> str:
+def command(name: str) -> str:
+    """The path of console script ``name``: next to this interpreter, else on PATH."""
     found = Path(sys.executable).with_name(name)
     if found.exists():
         return str(found)
@@ -137,7 +138,8 @@ def _command(name: str) -> str:
     return on_path
 
 
-def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+def run_command(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run ``command`` in ``cwd``; its stdout (an error if it fails)."""
     done = subprocess.run(
         command, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600
     )
@@ -147,14 +149,16 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def _check_exp(output: str, *, ran: int, done: int, what: str) -> None:
+def check_exp(output: str, *, ran: int, done: int, what: str) -> None:
+    """Check the summary line of ``exp run``: ``ran`` steps ran, ``done`` are done."""
     found = _EXP_SUMMARY.findall(output)
     if found != [(str(ran), str(done))]:
         msg = f"W3 {what}: expected '{ran} ran; {done} done', got {found}:\n{output[-2000:]}"
         raise AssertionError(msg)
 
 
-def _check_doit(output: str, *, ran: int, skipped: int, what: str) -> None:
+def check_doit(output: str, *, ran: int, skipped: int, what: str) -> None:
+    """Check doit's output: ``ran`` tasks run (``.``), ``skipped`` up to date (``--``)."""
     counted = (
         sum(line.startswith(".  ") for line in output.splitlines()),
         sum(line.startswith("-- ") for line in output.splitlines()),
@@ -164,25 +168,29 @@ def _check_doit(output: str, *, ran: int, skipped: int, what: str) -> None:
         raise AssertionError(msg)
 
 
-class _Fresh:
+class Fresh:
     """A fresh directory holding one file, made before each timed run and removed after."""
 
     def __init__(self, base: Path, prefix: str, file: str, text: str) -> None:
+        """Directories ``base/prefix-NNN``, each holding ``file`` with ``text``."""
         self.base, self.prefix, self.file, self.text = base, prefix, file, text
         self.count = 0
         self.path = base
 
     def make(self) -> None:
+        """Make the next directory."""
         self.count += 1
         self.path = self.base / f"{self.prefix}-{self.count:03d}"
         self.path.mkdir()
         (self.path / self.file).write_text(self.text, encoding="utf-8")
 
     def remove(self) -> None:
+        """Remove the current directory."""
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _prepared(base: Path, name: str, file: str, text: str) -> Path:
+def prepared(base: Path, name: str, file: str, text: str) -> Path:
+    """A directory ``base/name`` holding ``file`` with ``text``."""
     path = base / name
     path.mkdir()
     (path / file).write_text(text, encoding="utf-8")
@@ -200,12 +208,12 @@ def run(*, quick: bool = False, tmp: Path | None = None) -> Section:
 
 
 def _run_all(base: Path, warmup: int, timed: int) -> Section:
-    exp, doit, python = _command("exp"), _command("doit"), sys.executable
-    durable_env = dict(_BASE_ENV)
-    fast_env = {**_BASE_ENV, DURABLE_VAR: "0"}
+    exp, doit, python = command("exp"), command("doit"), sys.executable
+    durable_env = dict(BASE_ENV)
+    fast_env = {**BASE_ENV, DURABLE_VAR: "0"}
 
     def exp_row(
-        name: str, fresh: _Fresh | None, where: Path | None, env: dict[str, str], ran: int
+        name: str, fresh: Fresh | None, where: Path | None, env: dict[str, str], ran: int
     ) -> Row:
         file = "dag.py" if ran != 1 else "one.py"
         total = 1 if file == "one.py" else STEPS
@@ -213,8 +221,8 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
         def call(_i: int) -> None:
             cwd = fresh.path if fresh is not None else where
             assert cwd is not None
-            out = _run([exp, "-f", file, "run"], cwd, env)
-            _check_exp(out, ran=ran, done=total, what=name)
+            out = run_command([exp, "-f", file, "run"], cwd, env)
+            check_exp(out, ran=ran, done=total, what=name)
 
         return Row(
             name,
@@ -223,14 +231,14 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
             after=fresh.remove if fresh is not None else None,
         )
 
-    def doit_row(name: str, fresh: _Fresh | None, where: Path | None, ran: int, file: str) -> Row:
+    def doit_row(name: str, fresh: Fresh | None, where: Path | None, ran: int, file: str) -> Row:
         total = 1 if file == "dodo_one.py" else STEPS
 
         def call(_i: int) -> None:
             cwd = fresh.path if fresh is not None else where
             assert cwd is not None
-            out = _run([doit, "-f", file], cwd, durable_env)
-            _check_doit(out, ran=ran, skipped=total - ran, what=name)
+            out = run_command([doit, "-f", file], cwd, durable_env)
+            check_doit(out, ran=ran, skipped=total - ran, what=name)
 
         return Row(
             name,
@@ -240,43 +248,46 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
         )
 
     # The up-to-date rows run where a first run already happened (untimed).
-    exp_done = _prepared(base, "exp-done", "dag.py", _EXP_DAG)
-    exp_done_fast = _prepared(base, "exp-done-fast", "dag.py", _EXP_DAG)
-    doit_done = _prepared(base, "doit-done", "dodo.py", _DOIT_DAG)
-    _check_exp(
-        _run([exp, "-f", "dag.py", "run"], exp_done, durable_env),
+    exp_done = prepared(base, "exp-done", "dag.py", EXP_DAG)
+    exp_done_fast = prepared(base, "exp-done-fast", "dag.py", EXP_DAG)
+    doit_done = prepared(base, "doit-done", "dodo.py", DOIT_DAG)
+    check_exp(
+        run_command([exp, "-f", "dag.py", "run"], exp_done, durable_env),
         ran=STEPS,
         done=STEPS,
         what="seed",
     )
-    _check_exp(
-        _run([exp, "-f", "dag.py", "run"], exp_done_fast, fast_env),
+    check_exp(
+        run_command([exp, "-f", "dag.py", "run"], exp_done_fast, fast_env),
         ran=STEPS,
         done=STEPS,
         what="seed",
     )
-    _check_doit(
-        _run([doit, "-f", "dodo.py"], doit_done, durable_env), ran=STEPS, skipped=0, what="seed"
+    check_doit(
+        run_command([doit, "-f", "dodo.py"], doit_done, durable_env),
+        ran=STEPS,
+        skipped=0,
+        what="seed",
     )
 
     rows = [
         exp_row(
             "`exp run`, first run, durable",
-            _Fresh(base, "exp-first", "dag.py", _EXP_DAG),
+            Fresh(base, "exp-first", "dag.py", EXP_DAG),
             None,
             durable_env,
             STEPS,
         ),
         exp_row(
             "`exp run`, first run, `EXPKIT_DURABLE=0`",
-            _Fresh(base, "exp-first-fast", "dag.py", _EXP_DAG),
+            Fresh(base, "exp-first-fast", "dag.py", EXP_DAG),
             None,
             fast_env,
             STEPS,
         ),
         doit_row(
             "`doit`, first run",
-            _Fresh(base, "doit-first", "dodo.py", _DOIT_DAG),
+            Fresh(base, "doit-first", "dodo.py", DOIT_DAG),
             None,
             STEPS,
             "dodo.py",
@@ -286,19 +297,19 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
         doit_row("`doit`, up to date", None, doit_done, 0, "dodo.py"),
         exp_row(
             "`exp run`, one-step file, first run",
-            _Fresh(base, "exp-one", "one.py", _EXP_ONE),
+            Fresh(base, "exp-one", "one.py", EXP_ONE),
             None,
             durable_env,
             1,
         ),
         doit_row(
             "`doit`, one-task file, first run",
-            _Fresh(base, "doit-one", "dodo_one.py", _DOIT_ONE),
+            Fresh(base, "doit-one", "dodo_one.py", DOIT_ONE),
             None,
             1,
             "dodo_one.py",
         ),
-        Row("`python -c pass`", lambda _i: _run([python, "-c", "pass"], base, durable_env)),
+        Row("`python -c pass`", lambda _i: run_command([python, "-c", "pass"], base, durable_env)),
     ]
     interleave(rows, warmup=warmup, timed=timed, progress="W3")
     first, first_fast, doit_first, fresh_up, fresh_up_fast, doit_up, one, doit_one, bare = rows
@@ -351,14 +362,15 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
                 f"up to date {per_step(fresh_up, one)}; "
                 f"doit first {per_step(doit_first, doit_one)}, "
                 f"up to date {per_step(doit_up, doit_one)}. "
-                f"Load average at the end: {_loadavg()}."
+                f"Load average at the end: {loadavg()}."
             ),
         ]
     )
     return Section("W3", markdown, ratios, ok=all(r.met is not False for r in ratios))
 
 
-def _loadavg() -> str:
+def loadavg() -> str:
+    """The load averages, for the report."""
     try:
         return ", ".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:
