@@ -389,12 +389,15 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 elif current is not None:
                     self._slots[key] = item
 
-    def _view(self) -> Environment:
+    def _view(self, *, share_records: bool = False) -> Environment:
         """A private copy of the committed state for one step of a run.
 
         It reads stored values through this environment's journal, lazily,
         and never writes: what the step changes is taken from it by the run's
         driver. Commit before making views: uncommitted changes are not in them.
+        With ``share_records``, the view reads this environment's table of
+        step records until it changes its own (no copy of the table): only for
+        a step that runs while this environment commits nothing.
         """
         with self._lock:
             view = Environment()
@@ -405,7 +408,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 for key, found in self._slots.items()
                 if (stored := _stored_form(found)) is not None
             }
-            view._steps = self._steps.copy()
+            view._steps = self._steps.shared() if share_records else self._steps.copy()
             return view
 
     def _collect(

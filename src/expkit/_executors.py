@@ -97,12 +97,16 @@ class SequentialExecutor(Executor):
         self._queue: deque[tuple[Job, Environment]] = deque()
 
     def submit(self, jobs: Sequence[Job], env: Environment) -> None:
-        self._queue.extend((job, env._view()) for job in jobs)  # noqa: SLF001
+        self._queue.extend((job, env) for job in jobs)
 
     def wait(self, timeout: float | None) -> list[Outcome]:  # noqa: ARG002
         if not self._queue:
             return []
-        job, view = self._queue.popleft()
+        job, env = self._queue.popleft()
+        # The view is made as the step starts, in the driver's thread, which
+        # commits nothing until the step ends: it may read the driver's table
+        # of step records instead of copying it (thousands of records a step).
+        view = env._view(share_records=True)  # noqa: SLF001
         return [execute(job, view, in_driver_thread=True)]
 
     def interrupt(self) -> None:

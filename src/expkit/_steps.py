@@ -72,10 +72,20 @@ class StepRecords(MutableMapping[str, StepRecord]):
     run on an environment of many records decodes only the few it uses.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_shared")
 
-    def __init__(self, items: dict[str, StepRecord | StoredState] | None = None) -> None:
+    def __init__(
+        self, items: dict[str, StepRecord | StoredState] | None = None, *, shared: bool = False
+    ) -> None:
         self._items: dict[str, StepRecord | StoredState] = {} if items is None else items
+        #: ``_items`` is another StepRecords' too (see :meth:`shared`): copied before a change.
+        self._shared = shared
+
+    def _own(self) -> dict[str, StepRecord | StoredState]:
+        if self._shared:
+            self._items = dict(self._items)
+            self._shared = False
+        return self._items
 
     def __getitem__(self, name: str) -> StepRecord:
         item = self._items[name]
@@ -93,10 +103,10 @@ class StepRecords(MutableMapping[str, StepRecord]):
         return item
 
     def __setitem__(self, name: str, record: StepRecord) -> None:
-        self._items[name] = record
+        self._own()[name] = record
 
     def __delitem__(self, name: str) -> None:
-        del self._items[name]
+        del self._own()[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -109,7 +119,7 @@ class StepRecords(MutableMapping[str, StepRecord]):
 
     def put_state(self, name: str, state: StoredState) -> None:
         """Keep a record in its stored form, to decode when first used."""
-        self._items[name] = state
+        self._own()[name] = state
 
     def stored(self, name: str) -> StepRecord | StoredState | None:
         """What is kept for a record now, decoded or not (``None`` when unrecorded)."""
@@ -181,6 +191,15 @@ class StepRecords(MutableMapping[str, StepRecord]):
     def copy(self) -> StepRecords:
         """A shallow copy (records are immutable, stored forms never changed)."""
         return StepRecords(dict(self._items))
+
+    def shared(self) -> StepRecords:
+        """These records, copied only when the copy is changed: no copy of a big table.
+
+        Only for a copy used while these records do not change (a step run
+        in the driver's own thread): it reads them as they are. Decoding a
+        record on read is no change: the decoded form stands for the same record.
+        """
+        return StepRecords(self._items, shared=True)
 
 
 class StepsMixin:
