@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from ._steps import StepsMixin
     from ._task import Task
 
-__all__ = ["Node", "build_graph", "check_acyclic", "leaves", "resolve_step"]
+__all__ = ["NO_POINT", "Node", "build_graph", "check_acyclic", "leaves", "resolve_step"]
 
 
 class Node(NamedTuple):
@@ -30,7 +30,8 @@ class Node(NamedTuple):
     deferred: bool = False
 
 
-_NO_POINT: Mapping[str, Any] = {}
+#: The point of every plain step's node (a sweep's nodes each have their own).
+NO_POINT: Mapping[str, Any] = {}
 
 
 class _Deferred(Exception):  # noqa: N818 - a signal, not an error
@@ -168,7 +169,7 @@ def build_graph(
         # The closure checked every name: members has each sweep prerequisite.
         requires = _expand_requires(options.requires, members) if members else options.requires
         if options.grid is None:  # the common case, kept cheap for big graphs
-            nodes[step.name] = Node(step.name, step, _NO_POINT, requires, False)  # noqa: FBT003
+            nodes[step.name] = Node(step.name, step, NO_POINT, requires, False)  # noqa: FBT003
             continue
         try:
             if step.name in defer:

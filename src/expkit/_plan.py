@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import UnknownStepError
 from ._fingerprint import params_fingerprint
-from ._graph import Node, build_graph, leaves, resolve_step
+from ._graph import NO_POINT, Node, build_graph, leaves, resolve_step
 from ._instances import parse_selector, selects
 from ._status import Status
 from ._steps import Brief, StepRecords
@@ -177,7 +177,12 @@ def _make_plan(
 
 
 def _stale_sweeps(nodes: Mapping[str, Node], entries: list[PlanEntry]) -> set[str]:
-    sweeps = [node for node in nodes.values() if callable(node.step.options.grid)]
+    # Only sweep nodes (instances, or one deferred node) have their own point.
+    sweeps = [
+        node
+        for node in nodes.values()
+        if node.point is not NO_POINT and callable(node.step.options.grid)
+    ]
     if not sweeps:
         return set()
     runs = {entry.name for entry in entries if entry.action == RUN}
