@@ -80,13 +80,14 @@ def make(
     event as the run goes (the plan, each step started and finished); in a
     Jupyter kernel it defaults to a live progress table under the cell.
     """
-    from ._notebook import default_observer
     from ._task import registry
 
     if jobs is not None and jobs < 1:
         msg = f"jobs must be >= 1, not {jobs}"
         raise ValueError(msg)
     if on_event is None:  # in a notebook: a live progress table under the cell
+        from ._notebook import default_observer
+
         on_event = default_observer()
     environment = _environment_for(env, new=new, resume_from=resume_from)
     runner = get_executor(executor, jobs, address)

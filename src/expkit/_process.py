@@ -23,9 +23,8 @@ _START_TOLERANCE_S = 1.0
 
 @functools.cache
 def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
+    # socket.gethostname() without importing socket: both read uname(2).
+    return os.uname().nodename
 
 
 @functools.cache

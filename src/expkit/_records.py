@@ -10,7 +10,7 @@ from typing import Any
 from ._errors import CorruptValueError
 from ._status import Status
 
-__all__ = ["ErrorInfo", "Owner", "StepRecord", "finished_state", "running_state"]
+__all__ = ["ErrorInfo", "Frozen", "Owner", "StepRecord", "finished_state", "running_state"]
 
 _UNSET: Any = object()
 
@@ -19,7 +19,7 @@ class FrozenRecordError(AttributeError):
     """A record's field was assigned: records are frozen (``replace`` makes a changed copy)."""
 
 
-class _Frozen:
+class Frozen:
     """Frozen, slotted records without ``dataclasses``: their classes are made at import.
 
     ``dataclasses`` would build each class by generating and compiling code
@@ -65,7 +65,7 @@ class _Frozen:
 _set = object.__setattr__
 
 
-class ErrorInfo(_Frozen):
+class ErrorInfo(Frozen):
     """An exception as text: it survives processes, restarts and renamed classes."""
 
     __slots__ = ("message", "traceback", "type")
@@ -101,7 +101,7 @@ class ErrorInfo(_Frozen):
         return f"{short}: {first}" if first else short
 
 
-class Owner(_Frozen):
+class Owner(Frozen):
     """The process that ran a step: enough to tell whether it is still alive."""
 
     __slots__ = ("host", "pid", "started")
@@ -170,7 +170,7 @@ _EMPTY_PARAMS = pickle.dumps({}, protocol=pickle.HIGHEST_PROTOCOL)
 _STATUSES = {status.value: status for status in Status}
 
 
-class StepRecord(_Frozen):
+class StepRecord(Frozen):
     """What the environment knows of one step (or one step instance)."""
 
     __slots__ = (

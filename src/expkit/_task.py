@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import types
@@ -14,6 +13,7 @@ from ._environment import Environment
 from ._errors import CycleError, UnknownStepError
 from ._graph import check_acyclic
 from ._paths import default_root
+from ._records import Frozen
 
 if TYPE_CHECKING:
     import inspect
@@ -26,20 +26,80 @@ R = TypeVar("R")
 Grid = Mapping[str, Iterable[Any]] | Callable[[Environment], Iterable[Mapping[str, Any]]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TaskOptions:
+class TaskOptions(Frozen):
     """The options given to ``@task``."""
 
-    new: bool = False
-    symlink: bool | str | os.PathLike[str] = True
-    requires: tuple[str, ...] = ()
-    name: str = ""
-    retries: int = 0
-    retry_delay: float = 0.0
-    timeout: float | None = None
-    grid: Grid | None = None
-    priority: int = 0
-    rerun_on_change: bool = False
+    __slots__ = (
+        "grid",
+        "name",
+        "new",
+        "priority",
+        "requires",
+        "rerun_on_change",
+        "retries",
+        "retry_delay",
+        "symlink",
+        "timeout",
+    )
+    _fields = (
+        "new",
+        "symlink",
+        "requires",
+        "name",
+        "retries",
+        "retry_delay",
+        "timeout",
+        "grid",
+        "priority",
+        "rerun_on_change",
+    )
+
+    new: bool
+    symlink: bool | str | os.PathLike[str]
+    requires: tuple[str, ...]
+    name: str
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    grid: Grid | None
+    priority: int
+    rerun_on_change: bool
+
+    # Not a dataclass: `dataclasses` alone costs ~15 ms of `import expkit`.
+    def __init__(
+        self,
+        *,
+        new: bool = False,
+        symlink: bool | str | os.PathLike[str] = True,
+        requires: tuple[str, ...] = (),
+        name: str = "",
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        grid: Grid | None = None,
+        priority: int = 0,
+        rerun_on_change: bool = False,
+    ) -> None:
+        for field, value in zip(
+            self._fields,
+            (
+                new,
+                symlink,
+                requires,
+                name,
+                retries,
+                retry_delay,
+                timeout,
+                grid,
+                priority,
+                rerun_on_change,
+            ),
+            strict=True,
+        ):
+            _set(self, field, value)
+
+
+_set = object.__setattr__
 
 
 #: Every decorated step by name, for ``requires=["name"]`` and the planner.
