@@ -245,8 +245,10 @@ def resolve_env(
         if new:
             return Environment.create(default_root(), symlink=symlink)
         return Environment.load()
+    if not new:
+        return Environment.load(env)  # no Path built: this is each direct call's path
     path = Path(env)
-    if new and not path.is_file() and not (path / "env").exists():
+    if not path.is_file() and not (path / "env").exists():
         return Environment.create(path.parent, path.name, symlink=symlink)
     return Environment.load(path)
 
