@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from expkit import Status, make, task
-from expkit._events import Event, PlanReady, StepFinished, StepStarted
+from expkit._events import Event, PlanReady, RunFinished, StepFinished, StepStarted
 
 
 def _trace(events: list[Event]) -> list[str]:
@@ -17,6 +17,8 @@ def _trace(events: list[Event]) -> list[str]:
             out.append(f"plan {len(event.plan.to_run)}")
         elif isinstance(event, StepStarted):
             out.append(f"start {event.name} {event.attempt}")
+        elif isinstance(event, RunFinished):
+            out.append(f"run {event.report.summary()}")
         else:
             out.append(f"end {event.outcome.name} {event.outcome.status.value}")
     return out
@@ -46,6 +48,7 @@ def test_plan_then_each_step_started_and_finished(executor: str) -> None:
         "start deploy 1",
         "end deploy failed",
         "end bench skipped",
+        "run 2 ran; 1 done, 1 failed, 1 skipped",
     ]
     finished = [e.outcome for e in events if isinstance(e, StepFinished)]
     assert finished[1].error is not None
@@ -71,6 +74,7 @@ def test_retries_start_again() -> None:
         "start flaky 2",
         "start flaky 3",
         "end flaky done",
+        "run 1 ran; 1 done",
     ]
 
 
@@ -95,3 +99,22 @@ def test_an_observer_that_raises_stops_nothing(capsys: pytest.CaptureFixture[str
     assert report["two"].status is Status.DONE
     assert len(calls) == 1
     assert "display bug" in capsys.readouterr().err
+
+
+def test_steps_never_started_are_in_the_last_event() -> None:
+    """With fail_fast, a step that never starts gets no StepFinished; RunFinished reports it."""
+
+    @task
+    def broken(env: Any) -> None:
+        raise ValueError("broken")
+
+    @task
+    def later(env: Any) -> None: ...
+
+    events: list[Event] = []
+    make(broken, later, env="e", new=True, fail_fast=True, check=False, on_event=events.append)
+    assert "start later 1" not in _trace(events)
+    last = events[-1]
+    assert isinstance(last, RunFinished)
+    assert last.report.steps["later"].status is Status.PENDING
+    assert last.report.steps["later"].reason == "not started: fail_fast after a failure"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -630,10 +629,6 @@ class TestDefaultObserver:
         assert "ValueError: no luck" in table
         assert "0/2 finished" not in table
 
-    @pytest.mark.skipif(
-        "default_observer" not in inspect.getsource(expkit._make),
-        reason="make() does not call _notebook.default_observer yet",
-    )
     def test_make_shows_progress_by_default(self) -> None:
         """In a kernel, make without on_event shows the progress table."""
         nb = execute(notebook(SETUP, SWEEP, "make()"))
@@ -747,3 +742,21 @@ class TestProgressTable:
         assert f"s{ROWS_SHOWN + 19:03d}" not in last
         assert "... and 21 more: 21 done" in last
         assert "... and 21 more: 21 done" in progress.html()
+
+    def test_steps_never_started_say_so(self) -> None:
+        """After a fail_fast stop, a step that never started is not left "waiting"."""
+
+        @task
+        def broken(env: Environment) -> None:
+            msg = "no luck"
+            raise ValueError(msg)
+
+        @task
+        def later(env: Environment) -> None:
+            pass
+
+        progress = _Recorded(interval=3600)
+        expkit.make(broken, later, fail_fast=True, check=False, on_event=progress)
+        last = progress.shown[-1]
+        assert "not started: fail_fast after a failure" in last
+        assert "waiting" not in last

@@ -5,7 +5,9 @@ The run's driver calls the observer in its own thread, in this order: a
 grid reads data that an earlier step of the same run makes), then a
 :class:`StepStarted` when a step is recorded RUNNING (again for each retry),
 and a :class:`StepFinished` when its outcome is committed — also for a step
-SKIPPED because a prerequisite failed, which never started. An observer that
+SKIPPED because a prerequisite failed, which never started. A run that ends
+(not by Ctrl-C) sends :class:`RunFinished` last, with its report: steps that
+never started (``fail_fast``) are only in it. An observer that
 raises is reported on stderr and not called again: a display never stops a
 run.
 """
@@ -18,9 +20,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._plan import Plan
-    from ._report import StepOutcome
+    from ._report import RunReport, StepOutcome
 
-__all__ = ["Event", "Observer", "PlanReady", "StepFinished", "StepStarted"]
+__all__ = ["Event", "Observer", "PlanReady", "RunFinished", "StepFinished", "StepStarted"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,5 +50,12 @@ class StepFinished:
     outcome: StepOutcome
 
 
-Event = PlanReady | StepStarted | StepFinished
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run is over: its report, with the steps that never started."""
+
+    report: RunReport
+
+
+Event = PlanReady | StepStarted | StepFinished | RunFinished
 Observer = Callable[[Event], None]

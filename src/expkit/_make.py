@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._environment import Environment
 from ._errors import RunFailedError, StepRunningError
-from ._events import Event, Observer, PlanReady, StepFinished, StepStarted
+from ._events import Event, Observer, PlanReady, RunFinished, StepFinished, StepStarted
 from ._executors import Executor, block_ctrl_c, get_executor
 from ._fingerprint import params_fingerprint
 from ._instances import parse_selector
@@ -363,11 +363,13 @@ class _Driver:
             self.sync.close()
             with self.ctrl_c.held():
                 self.env._commit(label="run", sync=True)  # noqa: SLF001 - upkeep, now that no step reads
-        return RunReport(
+        report = RunReport(
             {name: self.outcomes[name] for name in self.order},
             env_path=self.env.resultdir,
             resume=self.hint,
         )
+        self._emit(RunFinished(report))
+        return report
 
     def _reclaim_orphans(self) -> None:
         """RUNNING records of this process that no run here owns: left by an aborted run."""

@@ -22,14 +22,14 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ._events import PlanReady, StepFinished, StepStarted
+from ._events import PlanReady, RunFinished, StepFinished, StepStarted
 from ._status import Status
 from ._tables import STATUS_COLOURS
 
 if TYPE_CHECKING:
     from ._events import Event, Observer
     from ._plan import Plan, PlanEntry
-    from ._report import StepOutcome
+    from ._report import RunReport, StepOutcome
 
 __all__ = ["NotebookProgress", "default_observer", "in_kernel"]
 
@@ -121,8 +121,19 @@ class NotebookProgress:
                 self._started(event.name, event.attempt)
             elif isinstance(event, StepFinished):
                 self._finished(event.outcome)
+            elif isinstance(event, RunFinished):
+                changed = self._never_started(event.report)
+                if not changed:
+                    return  # the last step's end was drawn already
             ended = self.finished == len(self.units)
             self._show(now=isinstance(event, PlanReady) or ended)
+
+    def _never_started(self, report: RunReport) -> bool:
+        """Steps still waiting when the run ended (fail_fast) say so, as the report does."""
+        waiting = [o for o in report.steps.values() if self.units.get(o.name) is Status.WAITING]
+        for outcome in waiting:
+            self._finished(outcome)
+        return bool(waiting)
 
     def _track(self, name: str, status: Status) -> None:
         before = self.units.get(name)
