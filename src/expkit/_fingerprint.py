@@ -94,8 +94,13 @@ def _const_bytes(const: object) -> bytes:
 
 def params_fingerprint(params: Mapping[str, Any]) -> str:
     """16 hex digits that change when the parameters change."""
+    if not params:  # most steps: a thousand of them pay one pickle and hash
+        return _NO_PARAMS
     items = sorted(params.items())
     try:
         return _hash(pickle.dumps(items, protocol=4))
     except Exception:  # noqa: BLE001 - unpicklable params still get a stable-enough print
         return _hash(repr(items).encode())
+
+
+_NO_PARAMS = _hash(pickle.dumps([], protocol=4))
