@@ -270,26 +270,9 @@ def machine_info() -> str:
     )
 
 
-def compile_expkit() -> None:
-    """Write expkit's bytecode, as installing a wheel does, before whole processes are timed.
-
-    With ``PYTHONDONTWRITEBYTECODE`` set (some CI images and sandboxes set
-    it), an editable install never gets its ``.pyc`` files: every ``exp``
-    process would compile all of expkit from source, a cost no installed
-    user pays.
-    """
-    import compileall
-
-    import expkit
-
-    compileall.compile_dir(Path(expkit.__file__).parent, quiet=1)
-
-
 def standalone(run: Callable[..., Section], doc: str | None, quick_help: str) -> None:
     """Run one workload from its own script and print its section."""
     import argparse
-
-    compile_expkit()
 
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--quick", action="store_true", help=quick_help)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, Section, compile_expkit, machine_info
+from _common import ROOT, Section, machine_info
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "W4DASK", "SHELL")
 
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.monotonic()
-    compile_expkit()
     sections = []
     for name in _selected(args.only):
         print(f"running {name}...", file=sys.stderr, flush=True)
