@@ -698,3 +698,23 @@ def test_exp_run_on_its_own_cluster_keeps_dask_chatter_out() -> None:
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     assert out.stdout.splitlines()[-1].startswith("4 ran; 4 done in ")
     assert "distributed" not in out.stderr, out.stderr
+
+
+def test_a_step_that_cannot_travel_fails_alone(address: str) -> None:
+    """A step whose function cannot be pickled for the cluster fails; the others run."""
+    held = threading.Lock()
+
+    @task
+    def stuck(env: Any) -> None:
+        with held:  # the closure holds a lock: cloudpickle refuses it
+            env["never"] = 1
+
+    @task
+    def fine(env: Any) -> None:
+        env["fine"] = 1
+
+    report = make(stuck, fine, env="e", new=True, executor="dask", address=address, check=False)
+    assert report.steps["stuck"].status is Status.FAILED
+    assert "lock" in _error(report.steps["stuck"].error).message
+    assert report.steps["fine"].status is Status.DONE
+    assert Environment.load("e")["fine"] == 1

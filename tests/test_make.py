@@ -245,6 +245,26 @@ def test_unpicklable_value_fails_the_step_only(executor: str) -> None:
     assert "lock" not in env
 
 
+def test_a_step_that_cannot_travel_fails_alone() -> None:
+    """A step whose function cannot be pickled for a worker fails; the others run."""
+    held = threading.Lock()
+
+    @task
+    def stuck(env: Any) -> None:
+        with held:  # the closure holds a lock: cloudpickle refuses it
+            env["never"] = 1
+
+    @task
+    def fine(env: Any) -> None:
+        env["fine"] = 1
+
+    report = make(stuck, fine, env="e", new=True, executor="processes", check=False)
+    assert report.steps["stuck"].status is Status.FAILED
+    assert "lock" in _error(report.steps["stuck"]).message
+    assert report.steps["fine"].status is Status.DONE
+    assert Environment.load("e")["fine"] == 1
+
+
 def test_jobs_bounds_parallel_steps(executor: str) -> None:
     """Jobs bounds parallel steps."""
     running = Path("running").absolute()

@@ -309,14 +309,7 @@ class DaskExecutor(Executor):
             try:
                 function = self._pickled(job.fn)
             except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
-                self._ready.append(
-                    Outcome(
-                        job.name,
-                        Status.FAILED,
-                        error=ErrorInfo.from_exception(error),
-                        attempt=job.attempt,
-                    )
-                )
+                self._ready.append(Outcome.failed(job, error))
                 continue
             # One task group per step (the key's prefix): a sweep's instances
             # are one group to the scheduler, as a client.map would be.

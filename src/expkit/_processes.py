@@ -139,14 +139,7 @@ class ProcessesExecutor(Executor):
             try:
                 payload = cloudpickle.dumps((where, job), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
-                self._ready.append(
-                    Outcome(
-                        job.name,
-                        Status.FAILED,
-                        error=ErrorInfo.from_exception(error),
-                        attempt=job.attempt,
-                    )
-                )
+                self._ready.append(Outcome.failed(job, error))
                 continue
             worker = self._idle.pop() if self._idle else _Worker()
             try:

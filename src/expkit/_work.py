@@ -97,6 +97,13 @@ class Outcome:
     def __repr__(self) -> str:
         return f"Outcome({self.name!r}, {self.status!r}, attempt={self.attempt})"
 
+    @classmethod
+    def failed(cls, job: Job, error: BaseException) -> Outcome:
+        """A step that failed before it ran (it could not be shipped to a worker)."""
+        return cls(
+            job.name, Status.FAILED, error=ErrorInfo.from_exception(error), attempt=job.attempt
+        )
+
 
 def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> Outcome:
     """Run ``job`` on ``view`` and report what it did; never raises for the step's errors."""
