@@ -102,6 +102,9 @@ app = typer.Typer(
     cls=_Group,
     no_args_is_help=True,
     add_completion=True,
+    # click's plain help: typer's rich panels cost ~150 ms of imports
+    # (rich.markdown, markdown_it, rich.traceback) on every `exp --help`.
+    rich_markup_mode=None,
     # Errors are printed as one line by ExpGroup; a traceback only with -v.
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -99,6 +99,7 @@ def run(
             "-j",
             "--jobs",
             min=1,
+            metavar="N",
             help="How many steps may run at once. [default: the executor's width]",
             show_default=False,
         ),
