@@ -1341,15 +1341,15 @@ def _p_posonly_defaults(a: Any = 1, b: Any = 2, /, c: Any = 3) -> None: ...
 )
 def test_parameters_read_from_code_agree_with_inspect(fn: Callable[..., None]) -> None:
     """The planner's fast reading of a function's parameters is the signature's."""
-    from expkit._task import _plain_parameters
+    from expkit._task import _plain_facts
 
-    assert _plain_parameters(fn) is not None
+    assert _plain_facts(fn) is not None
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> None:  # read through inspect.signature
         fn(*args, **kwargs)
 
-    assert _plain_parameters(wrapped) is None
+    assert _plain_facts(wrapped) is None
     by_code = Task(fn, TaskOptions(name="by_code"))
     by_signature = Task(wrapped, TaskOptions(name="by_signature"))
     assert by_code._parameters == by_signature._parameters

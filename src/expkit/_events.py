@@ -14,9 +14,10 @@ run.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ._records import Frozen
 
 if TYPE_CHECKING:
     from ._plan import Plan
@@ -25,36 +26,58 @@ if TYPE_CHECKING:
 __all__ = ["Event", "Observer", "PlanReady", "RunFinished", "StepFinished", "StepStarted"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class PlanReady:
+_set = object.__setattr__
+
+
+# Frozen records, not dataclasses: `exp run` would build each class at start-up.
+class PlanReady(Frozen):
     """The plan a run is about to carry out: what runs, what is skipped, and why."""
+
+    __slots__ = _fields = ("plan", "wave")
 
     plan: Plan
     #: 0 for the run's first plan, then 1, 2... for the later waves.
     wave: int
 
+    def __init__(self, plan: Plan, wave: int) -> None:
+        _set(self, "plan", plan)
+        _set(self, "wave", wave)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepStarted:
+
+class StepStarted(Frozen):
     """A step (or step instance) is recorded RUNNING and handed to the executor."""
+
+    __slots__ = _fields = ("name", "attempt")
 
     name: str
     #: 1 for the first attempt, 2 for the first retry...
     attempt: int
 
+    def __init__(self, name: str, attempt: int) -> None:
+        _set(self, "name", name)
+        _set(self, "attempt", attempt)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepFinished:
+
+class StepFinished(Frozen):
     """A step's outcome is committed (DONE, FAILED, CANCELLED, SKIPPED...)."""
+
+    __slots__ = _fields = ("outcome",)
 
     outcome: StepOutcome
 
+    def __init__(self, outcome: StepOutcome) -> None:
+        _set(self, "outcome", outcome)
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunFinished:
+
+class RunFinished(Frozen):
     """The run is over: its report, with the steps that never started."""
 
+    __slots__ = _fields = ("report",)
+
     report: RunReport
+
+    def __init__(self, report: RunReport) -> None:
+        _set(self, "report", report)
 
 
 Event = PlanReady | StepStarted | StepFinished | RunFinished

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
+import linecache
 import pickle
 import textwrap
 import types
@@ -61,16 +61,76 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
 
 def _source_fingerprint(fn: Callable[..., Any]) -> str:
     try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        normal = ast.dump(
-            _strip(ast.parse(source)), annotate_fields=False, include_attributes=False
-        )
+        tree = _function_tree(fn)
+        if tree is None:
+            import inspect  # the tokenizer's regexes cost ~12 ms a process
+
+            tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        normal = ast.dump(_strip(tree), annotate_fields=False, include_attributes=False)
         return _hash(normal.encode())
     except (OSError, TypeError, SyntaxError):
         code = getattr(fn, "__code__", None)
         if code is None:
             return _hash(repr(fn).encode())
         return _hash(_code_bytes(code))
+
+
+def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
+    """The parsed source of a plain function, sliced by its code's positions; else ``None``.
+
+    ``inspect.getsource`` finds a function's end with the tokenizer. The
+    code object knows it: its decorators start at ``co_firstlineno`` and
+    its last instruction ends on the last line of its body (Python 3.11+
+    records where each instruction ends). A slice that does not parse to
+    this one function, or is followed by more of its block (a lambda, a
+    docstring-only body, code after a ``return``), is left to ``inspect``.
+    """
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType) or not hasattr(code, "co_positions"):
+        return None
+    filename = code.co_filename
+    linecache.checkcache(filename)  # as inspect does: a file edited since is read again
+    lines = linecache.getlines(filename, getattr(fn, "__globals__", None))
+    first = code.co_firstlineno
+    last = _last_line(code)
+    if not lines or last < first or last > len(lines) or not _ends_block(lines, first, last):
+        return None
+    try:
+        tree = ast.parse(textwrap.dedent("".join(lines[first - 1 : last])))
+    except SyntaxError:
+        return None
+    body = tree.body
+    if (
+        len(body) != 1
+        or not isinstance(body[0], (ast.FunctionDef, ast.AsyncFunctionDef))
+        or body[0].name != code.co_name
+    ):
+        return None
+    return tree
+
+
+def _ends_block(lines: list[str], first: int, last: int) -> bool:
+    """Whether the code after line ``last`` is outside the block begun on line ``first``.
+
+    Code the compiler dropped (after a ``return``) has no instruction: the
+    next line of code, indented deeper, shows the block goes on.
+    """
+    head = lines[first - 1]
+    indent = len(head) - len(head.lstrip())
+    for line in lines[last:]:
+        text = line.lstrip()
+        if text and not text.startswith("#"):
+            return len(line) - len(text) <= indent
+    return True
+
+
+def _last_line(code: types.CodeType) -> int:
+    """The last source line any instruction of ``code`` (nested code included) ends on."""
+    last = max((end for _, end, _, _ in code.co_positions() if end is not None), default=0)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            last = max(last, _last_line(const))
+    return last
 
 
 def _code_bytes(code: types.CodeType) -> bytes:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ._records import Frozen
 from ._status import Status
 
 if TYPE_CHECKING:
@@ -19,32 +19,65 @@ __all__ = ["RunReport", "StepOutcome"]
 _BAD = (Status.FAILED, Status.INTERRUPTED, Status.CANCELLED, Status.SKIPPED, Status.RUNNING)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepOutcome:
+_set = object.__setattr__
+
+
+# Frozen records, not dataclasses: `exp run` would build each class at start-up.
+class StepOutcome(Frozen):
     """One step of a run: its status afterwards and how it got there."""
+
+    __slots__ = _fields = ("name", "status", "ran", "attempts", "duration", "error", "reason")
 
     name: str
     status: Status
     #: Whether the run started it (``False``: up to date, or never reached).
     ran: bool
-    attempts: int = 0
+    attempts: int
     #: Seconds, for a step that ran.
-    duration: float | None = None
-    error: ErrorInfo | None = None
+    duration: float | None
+    error: ErrorInfo | None
     #: Why it ran or was skipped.
-    reason: str = ""
+    reason: str
+
+    def __init__(  # noqa: PLR0913, PLR0917 - the fields, positional as the dataclass took them
+        self,
+        name: str,
+        status: Status,
+        ran: bool,  # noqa: FBT001 - a field
+        attempts: int = 0,
+        duration: float | None = None,
+        error: ErrorInfo | None = None,
+        reason: str = "",
+    ) -> None:
+        for field, value in zip(
+            self._fields, (name, status, ran, attempts, duration, error, reason), strict=True
+        ):
+            _set(self, field, value)
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
-class RunReport:
+class RunReport(Frozen):
     """The outcome of :func:`expkit.make`; prints as a table."""
+
+    __slots__ = _fields = ("steps", "env_path", "resume", "interrupted")
 
     steps: dict[str, StepOutcome]
     #: Where the environment is.
-    env_path: Path | None = None
+    env_path: Path | None
     #: The call or command that resumes this run.
-    resume: str = ""
-    interrupted: bool = False
+    resume: str
+    interrupted: bool
+
+    def __init__(
+        self,
+        steps: dict[str, StepOutcome],
+        env_path: Path | None = None,
+        resume: str = "",
+        interrupted: bool = False,  # noqa: FBT001, FBT002 - a field
+    ) -> None:
+        _set(self, "steps", steps)
+        _set(self, "env_path", env_path)
+        _set(self, "resume", resume)
+        _set(self, "interrupted", interrupted)
 
     @property
     def ok(self) -> bool:

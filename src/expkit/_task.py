@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -127,22 +128,11 @@ class Task(Generic[P, R]):
         return inspect.signature(self.fn)
 
     @functools.cached_property
-    def takes_env(self) -> bool:
-        """Whether the function accepts ``env`` (by name, or through ``**kwargs``)."""
-        plain = _plain_parameters(self.fn)
+    def _facts(self) -> tuple[_Parameters, bool]:
+        """``_parameters`` and ``takes_env``, read once."""
+        plain = _plain_facts(self.fn)
         if plain is not None:
-            return plain[1] or plain[2]
-        parameters = self.signature.parameters.values()
-        return "env" in self.signature.parameters or any(
-            p.kind is p.VAR_KEYWORD for p in parameters
-        )
-
-    @functools.cached_property
-    def _parameters(self) -> tuple[dict[str, Any], frozenset[str], frozenset[str], bool]:
-        """Defaults, required names, all names, and whether ``**kwargs`` is taken."""
-        plain = _plain_parameters(self.fn)
-        if plain is not None:
-            return plain[0]
+            return plain
         defaults: dict[str, Any] = {}
         required: set[str] = set()
         names: set[str] = set()
@@ -158,7 +148,18 @@ class Task(Generic[P, R]):
             else:
                 defaults[name] = parameter.default
                 names.add(name)
-        return defaults, frozenset(required), frozenset(names), var_keyword
+        takes_env = "env" in self.signature.parameters or var_keyword
+        return (defaults, frozenset(required), frozenset(names), var_keyword), takes_env
+
+    @property
+    def takes_env(self) -> bool:
+        """Whether the function accepts ``env`` (by name, or through ``**kwargs``)."""
+        return self._facts[1]
+
+    @property
+    def _parameters(self) -> _Parameters:
+        """Defaults, required names, all names, and whether ``**kwargs`` is taken."""
+        return self._facts[0]
 
     def params_for(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The keyword arguments a run passes: defaults, then ``given``, checked."""
@@ -303,11 +304,17 @@ def _names(requires: Sequence[str | Task[Any, Any]] | str | Task[Any, Any]) -> t
 
 _VARKEYWORDS = 0x08  # inspect.CO_VARKEYWORDS, without importing inspect
 
+#: Defaults, required names, all names, and whether ``**kwargs`` is taken.
+_Parameters = tuple[dict[str, Any], frozenset[str], frozenset[str], bool]
 
-def _plain_parameters(
-    fn: Callable[..., Any],
-) -> tuple[tuple[dict[str, Any], frozenset[str], frozenset[str], bool], bool, bool] | None:
-    """``Task._parameters``, whether ``env`` is named and ``**kwargs`` taken, from the code.
+# By function: the steps a loop makes from one function read its code once.
+_FACTS: weakref.WeakKeyDictionary[Callable[..., Any], tuple[_Parameters, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _plain_facts(fn: Callable[..., Any]) -> tuple[_Parameters, bool] | None:
+    """``Task._facts`` of a plain function, read from its code object; else ``None``.
 
     ``inspect.signature`` costs tens of microseconds a function: a plan of
     thousands of steps reads a plain function's code object instead.
@@ -317,6 +324,9 @@ def _plain_parameters(
         return None
     if "__wrapped__" in fn.__dict__ or "__signature__" in fn.__dict__:
         return None
+    found = _FACTS.get(fn)
+    if found is not None:
+        return found
     code = fn.__code__
     positional = code.co_varnames[: code.co_argcount]
     keyword_only = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
@@ -324,12 +334,13 @@ def _plain_parameters(
     defaults = dict(zip(positional[len(positional) - len(given) :], given, strict=True))
     defaults.update(fn.__kwdefaults__ or {})
     names = [*positional, *keyword_only]
-    takes_env = "env" in names
     var_keyword = bool(code.co_flags & _VARKEYWORDS)
+    takes_env = "env" in names or var_keyword
     defaults.pop("env", None)
     named = frozenset(name for name in names if name != "env")
     required = frozenset(name for name in named if name not in defaults)
-    return (defaults, required, named, var_keyword), takes_env, var_keyword
+    found = _FACTS[fn] = ((defaults, required, named, var_keyword), takes_env)
+    return found
 
 
 @overload
