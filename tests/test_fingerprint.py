@@ -27,6 +27,11 @@ def plain():
     return 1
 
 
+@functools.lru_cache
+def decorated_docstring_only():
+    """Only a docstring, under a decorator."""
+
+
 def one_liner(): return 2
 
 
@@ -97,9 +102,6 @@ def dead_code_after_return():
     print("never")
 '''
 
-#: Shapes whose slice differs from inspect's block: they fall back to inspect.
-FALLBACK = {"dead_code_after_return", "docstring_only"}
-
 
 def _load(path: Path, source: str, name: str) -> ModuleType:
     path.write_text(source)
@@ -120,6 +122,7 @@ def _functions(module: ModuleType) -> dict[str, Callable[..., Any]]:
     }
     found["method"] = module.Holder.method
     found["decorated_over_lines"] = module.decorated_over_lines.__wrapped__
+    found["decorated_docstring_only"] = module.decorated_docstring_only.__wrapped__
     return found
 
 
@@ -129,10 +132,10 @@ def _dump(tree: ast.AST) -> str:
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="co_positions is new in Python 3.11")
 def test_slices_agree_with_inspect(tmp_path: Path) -> None:
-    """Every shape parses to inspect's tree, or is left to inspect (never a different tree)."""
+    """Every shape parses to inspect's tree without inspect."""
     module = _load(tmp_path / "shapes.py", SHAPES, "expkit_test_shapes")
     functions = _functions(module)
-    assert len(functions) == 12
+    assert len(functions) == 13
     sliced = []
     for name, fn in functions.items():
         tree = _function_tree(fn)
@@ -141,16 +144,18 @@ def test_slices_agree_with_inspect(tmp_path: Path) -> None:
             continue
         assert _dump(tree) == _dump(expected), name
         sliced.append(name)
-    # The fast path is the rule: only the shapes known to need inspect use it.
-    assert set(functions) - set(sliced) <= FALLBACK
+    # Every shape takes the fast path (a docstring-only body and dead code by indentation).
+    assert sorted(sliced) == sorted(functions)
 
 
 def test_fallback_shapes_still_fingerprint(tmp_path: Path) -> None:
-    """A lambda, and a function whose slice is cut short, get inspect's print."""
-    module = _load(tmp_path / "shapes2.py", SHAPES + "\nsquare = lambda v: v * v\n", "shapes2")
-    assert _function_tree(module.square) is None
-    assert len(code_fingerprint(module.square)) == 16
-    assert len(code_fingerprint(module.dead_code_after_return)) == 16
+    """A lambda, and dead code holding a line at column 0, get inspect's print."""
+    source = "def dead():\n    return 1\n    x = (\n1)\n\n\nsquare = lambda v: v * v\n"
+    module = _load(tmp_path / "shapes2.py", source, "shapes2")
+    for fn in (module.square, module.dead):
+        assert _function_tree(fn) is None
+        assert len(code_fingerprint(fn)) == 16
+    assert code_fingerprint(module.dead) != code_fingerprint(module.square)
 
 
 def test_comments_docstrings_and_decorators_do_not_count(tmp_path: Path) -> None:

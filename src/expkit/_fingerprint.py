@@ -16,7 +16,6 @@ from one process to the next.
 from __future__ import annotations
 
 import ast
-import hashlib
 import linecache
 import pickle
 import textwrap
@@ -24,11 +23,14 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._journal import blake2b
+
 __all__ = ["code_fingerprint", "params_fingerprint"]
 
 
 def _hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    hexdigest: str = blake2b(data, 8).hexdigest()
+    return hexdigest
 
 
 def _strip(tree: ast.AST) -> ast.AST:
@@ -81,9 +83,9 @@ def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
     ``inspect.getsource`` finds a function's end with the tokenizer. The
     code object knows it: its decorators start at ``co_firstlineno`` and
     its last instruction ends on the last line of its body (Python 3.11+
-    records where each instruction ends). A slice that does not parse to
-    this one function, or is followed by more of its block (a lambda, a
-    docstring-only body, code after a ``return``), is left to ``inspect``.
+    records where each instruction ends); lines indented deeper after it
+    belong to it too. A slice that does not parse to this one function (a
+    lambda, a string whose lines start at column 0) is left to ``inspect``.
     """
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType) or not hasattr(code, "co_positions"):
@@ -93,8 +95,9 @@ def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
     lines = linecache.getlines(filename, getattr(fn, "__globals__", None))
     first = code.co_firstlineno
     last = _last_line(code)
-    if not lines or last < first or last > len(lines) or not _ends_block(lines, first, last):
+    if not lines or last < first or last > len(lines):
         return None
+    last = _block_end(lines, first, last)
     try:
         tree = ast.parse(textwrap.dedent("".join(lines[first - 1 : last])))
     except SyntaxError:
@@ -109,19 +112,31 @@ def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
     return tree
 
 
-def _ends_block(lines: list[str], first: int, last: int) -> bool:
-    """Whether the code after line ``last`` is outside the block begun on line ``first``.
+def _block_end(lines: list[str], first: int, last: int) -> int:
+    """The last line of the block begun on line ``first``, from line ``last`` on.
 
-    Code the compiler dropped (after a ``return``) has no instruction: the
-    next line of code, indented deeper, shows the block goes on.
+    What has no instruction of its own (a docstring-only body, code the
+    compiler dropped after a ``return``) follows the last instruction (or
+    the ``def`` line), indented deeper than the block's first line.
     """
     head = lines[first - 1]
     indent = len(head) - len(head.lstrip())
-    for line in lines[last:]:
+    # A decorated function's code starts at its first decorator: look past them.
+    for number in range(first - 1, len(lines)):
+        text = lines[number].lstrip()
+        if text.startswith(("def ", "async def ")):
+            last = max(last, number + 1)
+            break
+    end = last
+    for number in range(last, len(lines)):
+        line = lines[number]
         text = line.lstrip()
-        if text and not text.startswith("#"):
-            return len(line) - len(text) <= indent
-    return True
+        if not text or text.startswith("#"):
+            continue
+        if len(line) - len(text) <= indent:
+            break
+        end = number + 1
+    return end
 
 
 def _last_line(code: types.CodeType) -> int:

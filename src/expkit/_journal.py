@@ -191,14 +191,22 @@ class Update:
 _blake2b: Any = None
 
 
+def blake2b(data: bytes, digest_size: int) -> Any:
+    """``hashlib.blake2b(data, digest_size=...)``, loaded on first use."""
+    global _blake2b  # noqa: PLW0603 - loaded on first use, to keep import expkit light
+    if _blake2b is None:
+        try:
+            # hashlib's own blake2b, without hashlib's load of OpenSSL (~5 ms).
+            from _blake2 import blake2b as found
+        except ImportError:  # pragma: no cover - a Python built without it
+            from hashlib import blake2b as found
+        _blake2b = found
+    return _blake2b(data, digest_size=digest_size)
+
+
 def digest_of(data: bytes) -> bytes:
     """A 128-bit digest: tells whether a re-pickled value changed."""
-    global _blake2b  # noqa: PLW0603 - hashlib is imported on first use, to keep import expkit light
-    if _blake2b is None:
-        import hashlib
-
-        _blake2b = hashlib.blake2b
-    digest: bytes = _blake2b(data, digest_size=16).digest()
+    digest: bytes = blake2b(data, 16).digest()
     return digest
 
 
