@@ -205,17 +205,20 @@ class _CtrlC:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> _CtrlC:
         """A section Ctrl-C must not cut: a Ctrl-C inside it is raised at its end."""
+        # The guard is its own context manager: entered twice a step, a
+        # generator-based one cost more than the section it guards.
+        return self
+
+    def __enter__(self) -> None:
         self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending:
-                self.pending = False
-                raise KeyboardInterrupt
+
+    def __exit__(self, *_exc: object) -> None:
+        self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 class _GroupSync:
@@ -228,8 +231,13 @@ class _GroupSync:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._syncing = threading.Lock()
+        # Without fsync there is nothing to group: no helper thread to wake
+        # (and to take the GIL and the environment's lock) every window.
+        self._durable = env.durable
 
     def committed(self) -> None:
+        if not self._durable:
+            return
         with self._wake:
             if self._due is None:
                 self._due = time.monotonic() + GROUP_WINDOW

@@ -103,6 +103,38 @@ class TaskOptions(Frozen):
 _set = object.__setattr__
 
 
+_T = TypeVar("_T")
+
+
+class _cached(Generic[_T]):  # noqa: N801 - a decorator, named like the one it replaces
+    """``functools.cached_property`` without the lock Python 3.11 takes on each first read.
+
+    That lock is one for the whole class: a run of a thousand steps took it
+    thousands of times, for values computed once per step.
+    """
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _cached[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _T: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> _T | _cached[_T]:
+        if instance is None:
+            return self
+        # Stored in the instance: later reads find it there, not here.
+        value = instance.__dict__[self._name] = self._compute(instance)
+        return value
+
+
 #: Every decorated step by name, for ``requires=["name"]`` and the planner.
 registry: dict[str, Task[Any, Any]] = {}
 #: Names some decorated step requires (never pruned: a stale name costs one check).
@@ -120,14 +152,14 @@ class Task(Generic[P, R]):
         self.priority = options.priority
         self._requires = options.requires
 
-    @functools.cached_property
+    @_cached
     def signature(self) -> inspect.Signature:
         """The function's signature."""
         import inspect
 
         return inspect.signature(self.fn)
 
-    @functools.cached_property
+    @_cached
     def _facts(self) -> tuple[_Parameters, bool]:
         """``_parameters`` and ``takes_env``, read once."""
         plain = _plain_facts(self.fn)
@@ -182,7 +214,7 @@ class Task(Generic[P, R]):
             raise TypeError(msg)
         return params
 
-    @functools.cached_property
+    @_cached
     def defaults_fingerprint(self) -> str | None:
         """The params fingerprint of a run given no params; ``None`` if some are required."""
         from ._fingerprint import params_fingerprint
@@ -211,7 +243,7 @@ class Task(Generic[P, R]):
             found.append(registry[name])
         return tuple(found)
 
-    @functools.cached_property
+    @_cached
     def code_fingerprint(self) -> str:
         """Changes when the function's source changes (formatting and docstrings aside)."""
         from ._fingerprint import code_fingerprint
