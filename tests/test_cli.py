@@ -382,6 +382,57 @@ class TestInspect:
         assert "unknown step 'nothing'" in one_error_line(exp("reset", "nothing", code=2))
 
 
+class TestLiveLines:
+    """Progress lines through a pipe show as the run goes, in order with the steps' output."""
+
+    def test_lines_show_before_a_step_ends(self) -> None:
+        """A step waiting on the test: the lines before it, and its own output, are already read."""
+        Path("expfile.py").write_text(
+            textwrap.dedent(
+                """
+                import time
+                from pathlib import Path
+                from expkit import task
+
+                @task
+                def first():
+                    pass
+
+                @task(requires=[first])
+                def waiting():
+                    print("inside waiting", flush=True)
+                    deadline = time.monotonic() + 60  # the test lets it go long before
+                    while not Path("go").exists() and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                """
+            )
+        )
+        with subprocess.Popen(
+            [str(EXP), "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            seen: list[str] = []
+            while not seen or seen[-1] != "inside waiting":
+                line = proc.stdout.readline()
+                assert line, f"exp ended before the step printed: {seen}"
+                seen.append(line.rstrip("\n"))
+            # Read while the step still waits: nothing was held back until it ended.
+            assert not Path("go").exists()
+            Path("go").touch()
+            rest, _ = proc.communicate(timeout=60)
+        # After "environment:", without the reasons and durations.
+        progress = [re.sub(r"  (\(.*\)|[0-9.]+ s)$", "", line) for line in seen[1:]]
+        assert progress == [
+            "plan: 2 to run, 0 to skip",
+            "start     first",
+            "done      first",
+            "start     waiting",
+            "inside waiting",
+        ]
+        assert proc.returncode == 0
+        assert "done      waiting" in rest
+
+
 class TestInterrupt:
     """Ctrl-C during exp run: exit 130, the step CANCELLED, the resume command, nothing lost."""
 

@@ -118,3 +118,39 @@ def test_steps_never_started_are_in_the_last_event() -> None:
     assert isinstance(last, RunFinished)
     assert last.report.steps["later"].status is Status.PENDING
     assert last.report.steps["later"].reason == "not started: fail_fast after a failure"
+
+
+class _Flushing:
+    """An observer with flush(): notes events, flushes and the steps' bodies in one trace."""
+
+    def __init__(self, trace: list[str]) -> None:
+        self.trace = trace
+        self.held = 0
+
+    def __call__(self, event: Event) -> None:
+        self.held += 1
+
+    def flush(self) -> None:
+        if self.held:
+            self.trace.append(f"flush {self.held}")
+        self.held = 0
+
+
+@pytest.mark.parametrize("executor", ["sequential", "threads"])
+def test_flush_before_each_step_runs_and_at_the_end(executor: str) -> None:
+    """An observer's flush() comes after a step's start event and before its body; all at the end."""
+    trace: list[str] = []
+
+    @task
+    def one() -> None:
+        trace.append("body one")
+
+    @task(requires=[one])
+    def two() -> None:
+        trace.append("body two")
+
+    observer = _Flushing(trace)
+    make(two, env="e", new=True, executor=executor, on_event=observer)
+    # plan + start one; end one + start two (one write for both); end two + run finished.
+    assert trace == ["flush 2", "body one", "flush 2", "body two", "flush 2"]
+    assert observer.held == 0

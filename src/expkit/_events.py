@@ -10,6 +10,11 @@ SKIPPED because a prerequisite failed, which never started. A run that ends
 never started (``fail_fast``) are only in it. An observer that
 raises is reported on stderr and not called again: a display never stops a
 run.
+
+An observer may also have a ``flush()`` method, called before the run
+starts steps, waits for them, or ends: one that buffers what it writes
+(lines to a pipe, say) writes it out then, so nothing it was told stays
+unseen while a step runs.
 """
 
 from __future__ import annotations

@@ -377,6 +377,7 @@ class _Driver:
             resume=self.hint,
         )
         self._emit(RunFinished(report))
+        self._flush_observer()
         return report
 
     def _reclaim_orphans(self) -> None:
@@ -495,6 +496,7 @@ class _Driver:
                 running[job.name] = job
                 self._emit(StepStarted(job.name, job.attempt))
             if claimed or retry:
+                self._flush_observer()  # before the steps can print
                 with self.ctrl_c.held():  # the executor's bookkeeping stays whole
                     self.executor.submit([*claimed, *retry], self.env)
 
@@ -507,6 +509,7 @@ class _Driver:
                     retry.append(heapq.heappop(delayed)[2])
                 claimed, refused = self._claim(batch, plan) if batch else ([], {})
                 start(claimed, refused, retry)
+                self._flush_observer()  # the run now waits: what was said shows
                 if not running:
                     if delayed:
                         time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
@@ -749,15 +752,32 @@ class _Driver:
         try:
             self.on_event(event)
         except Exception:  # noqa: BLE001 - a display must never stop a run or lose its records
-            self.on_event = None
-            import traceback
+            self._observer_failed()
 
-            print(  # noqa: T201 - the observer's failure is the user's to see
-                f"expkit: the run's on_event observer failed and is no longer called:\n"
-                f"{traceback.format_exc()}",
-                file=sys.stderr,
-                flush=True,
-            )
+    def _flush_observer(self) -> None:
+        """Call the observer's ``flush()``, if it has one: the run is about to wait or start steps.
+
+        An observer that writes to a pipe can then write a batch of lines in
+        one go, and still show each of them before anything blocks.
+        """
+        flush = getattr(self.on_event, "flush", None)
+        if flush is None:
+            return
+        try:
+            flush()
+        except Exception:  # noqa: BLE001 - as in _emit
+            self._observer_failed()
+
+    def _observer_failed(self) -> None:
+        self.on_event = None
+        import traceback
+
+        print(  # noqa: T201 - the observer's failure is the user's to see
+            f"expkit: the run's on_event observer failed and is no longer called:\n"
+            f"{traceback.format_exc()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _cancel(
         self,

@@ -194,11 +194,13 @@ class NotebookProgress:
             return
         self._pending = True
         if self._timer is None:
-            self._timer = threading.Timer(wait, self.flush)
+            self._timer = threading.Timer(wait, self.draw_held)
             self._timer.daemon = True
             self._timer.start()
 
-    def flush(self, *_result: object) -> None:
+    # Not named flush(): the run calls an observer's flush() before every
+    # step, which would undo the throttling (see expkit._events).
+    def draw_held(self) -> None:
         """Draw what an update held back, if any."""
         with self._lock:
             if self._pending:
@@ -232,7 +234,7 @@ class NotebookProgress:
     def _cell_ended(self, *_result: object) -> None:
         from IPython import get_ipython
 
-        self.flush()
+        self.draw_held()
         shell = get_ipython()
         if shell is not None:
             shell.events.unregister("post_run_cell", self._cell_ended)

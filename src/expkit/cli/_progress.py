@@ -43,6 +43,12 @@ class Lines:
         #: Sweep step -> [instances finished, instances to run].
         self.sweeps: dict[str, list[int]] = {}
 
+    def flush(self) -> None:
+        """Write out what the writer holds, if it holds anything (see :class:`_Plain`)."""
+        flush = getattr(self.write, "flush", None)
+        if flush is not None:
+            flush()
+
     def __call__(self, event: Event) -> None:
         """Show one event."""
         # A thousand-step run sends two thousand events: the common ones first.
@@ -98,6 +104,30 @@ class Lines:
         self.write("  ".join(parts), STATUS_STYLES.get(status, ""))
 
 
+class _Plain:
+    """Plain lines to stdout, written out in one go each time the run flushes its observer.
+
+    The run flushes before it starts or waits for a step, so each line shows
+    before anything that could take long, yet a step that ends and the next
+    that starts make one write (a write to a pipe costs tens of microseconds).
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def __call__(self, text: str, _style: str) -> None:
+        self._lines.append(text)
+
+    def flush(self) -> None:
+        """Write the lines held so far."""
+        if self._lines:
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+            stream = sys.stdout
+            stream.write(text)
+            stream.flush()
+
+
 def _grouped(entries: Iterable[PlanEntry]) -> list[tuple[str, str, list[str]]]:
     """Consecutive instances of one sweep skipped for the same reason make one line."""
     groups: list[tuple[str, str, list[str]]] = []
@@ -131,14 +161,11 @@ def display(*, quiet: bool, verbose: int, live: bool) -> Iterator[Observer | Non
     if quiet:
         yield None
     elif not is_terminal():
-
-        def plain(text: str, _style: str) -> None:
-            # One write and one flush a line: the line shows at once in a CI log.
-            stream = sys.stdout
-            stream.write(text + "\n")
-            stream.flush()
-
-        yield Lines(plain, verbose=verbose)
+        plain = _Plain()
+        try:
+            yield Lines(plain, verbose=verbose)
+        finally:
+            plain.flush()
     elif not live:
         from rich.console import Console
         from rich.text import Text
