@@ -127,7 +127,7 @@ class _Flushing:
         self.trace = trace
         self.held = 0
 
-    def __call__(self, event: Event) -> None:
+    def __call__(self, _event: Event) -> None:
         self.held += 1
 
     def flush(self) -> None:

@@ -115,7 +115,7 @@ def _load(path: Path, source: str, name: str) -> ModuleType:
 
 
 def _functions(module: ModuleType) -> dict[str, Callable[..., Any]]:
-    found = {
+    found: dict[str, Callable[..., Any]] = {
         name: value
         for name, value in vars(module).items()
         if inspect.isfunction(value) and value.__module__ == module.__name__

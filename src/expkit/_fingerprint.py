@@ -141,7 +141,8 @@ def _block_end(lines: list[str], first: int, last: int) -> int:
 
 def _last_line(code: types.CodeType) -> int:
     """The last source line any instruction of ``code`` (nested code included) ends on."""
-    last = max((end for _, end, _, _ in code.co_positions() if end is not None), default=0)
+    positions = code.co_positions()  # type: ignore[attr-defined,unused-ignore] # 3.11+, checked
+    last = max((end for _, end, _, _ in positions if end is not None), default=0)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             last = max(last, _last_line(const))

@@ -39,7 +39,7 @@ class StepOutcome(Frozen):
     #: Why it ran or was skipped.
     reason: str
 
-    def __init__(  # noqa: PLR0913, PLR0917 - the fields, positional as the dataclass took them
+    def __init__(  # noqa: PLR0917 - the fields, positional as the dataclass took them
         self,
         name: str,
         status: Status,
