@@ -49,10 +49,14 @@ class StepOutcome(Frozen):
         error: ErrorInfo | None = None,
         reason: str = "",
     ) -> None:
-        for field, value in zip(
-            self._fields, (name, status, ran, attempts, duration, error, reason), strict=True
-        ):
-            _set(self, field, value)
+        # One assignment a field, unrolled: a run makes one of these a step.
+        _set(self, "name", name)
+        _set(self, "status", status)
+        _set(self, "ran", ran)
+        _set(self, "attempts", attempts)
+        _set(self, "duration", duration)
+        _set(self, "error", error)
+        _set(self, "reason", reason)
 
 
 class RunReport(Frozen):

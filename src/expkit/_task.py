@@ -81,23 +81,17 @@ class TaskOptions(Frozen):
         priority: int = 0,
         rerun_on_change: bool = False,
     ) -> None:
-        for field, value in zip(
-            self._fields,
-            (
-                new,
-                symlink,
-                requires,
-                name,
-                retries,
-                retry_delay,
-                timeout,
-                grid,
-                priority,
-                rerun_on_change,
-            ),
-            strict=True,
-        ):
-            _set(self, field, value)
+        # One assignment a field, unrolled: a file may declare thousands of steps.
+        _set(self, "new", new)
+        _set(self, "symlink", symlink)
+        _set(self, "requires", requires)
+        _set(self, "name", name)
+        _set(self, "retries", retries)
+        _set(self, "retry_delay", retry_delay)
+        _set(self, "timeout", timeout)
+        _set(self, "grid", grid)
+        _set(self, "priority", priority)
+        _set(self, "rerun_on_change", rerun_on_change)
 
 
 _set = object.__setattr__
