@@ -281,15 +281,9 @@ def _exp_command() -> list[str]:
 _CACHING_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-
-
-def _quiet(command: list[str], env: dict[str, str] | None = None) -> None:
+def _quiet(command: list[str]) -> None:
     subprocess.run(
-        command,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_CACHING_ENV if env is None else env,
+        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_CACHING_ENV
     )
 
 
