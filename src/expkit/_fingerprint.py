@@ -90,6 +90,8 @@ def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
     code = getattr(fn, "__code__", None)
     if not isinstance(code, types.CodeType) or not hasattr(code, "co_positions"):
         return None
+    if code.co_name == "<lambda>":
+        return None  # an expression inside a line: no block of its own
     filename = code.co_filename
     linecache.checkcache(filename)  # as inspect does: a file edited since is read again
     lines = linecache.getlines(filename, getattr(fn, "__globals__", None))
