@@ -174,6 +174,33 @@ class TestExperimentFile:
         by_env = exp("plan", "deploy", extra_env={"EXP_FILE": "mine.py"})
         assert "never run" in by_env.stdout
 
+    def test_experiment_objects_are_collected(self) -> None:
+        """The experiment's objects are collected: `exp` freezes only its own modules."""
+        Path("expfile.py").write_text(
+            textwrap.dedent(
+                """
+                import gc
+                from pathlib import Path
+                from expkit import task
+
+                class Cycle:
+                    def __init__(self):
+                        self.me = self  # only the cycle collector frees it
+
+                    def __del__(self):
+                        Path("collected").touch()
+
+                Cycle()  # garbage as soon as the file has loaded
+
+                @task
+                def collect():
+                    gc.collect()
+                """
+            )
+        )
+        exp("run")
+        assert Path("collected").exists()
+
 
 class TestRun:
     """exp run: makes the targets with progress, exit 0, 1 or 2, and resumes."""
