@@ -106,7 +106,7 @@ class SequentialExecutor(Executor):
         # The view is made as the step starts, in the driver's thread, which
         # commits nothing until the step ends: it may read the driver's table
         # of step records instead of copying it (thousands of records a step).
-        view = env._view(share_records=True)  # noqa: SLF001
+        view = env._view(share_records=True) if job.takes_env else env  # noqa: SLF001
         return [execute(job, view, in_driver_thread=True)]
 
     def interrupt(self) -> None:
@@ -140,7 +140,7 @@ class ThreadsExecutor(Executor):
 
     def submit(self, jobs: Sequence[Job], env: Environment) -> None:
         for job in jobs:
-            self._todo.put((job, env._view()))  # noqa: SLF001
+            self._todo.put((job, env._view() if job.takes_env else env))  # noqa: SLF001
         while len(self._threads) < min(self._count, len(self._threads) + len(jobs)):
             thread = threading.Thread(
                 target=self._work, name=f"expkit-{len(self._threads)}", daemon=True

@@ -106,7 +106,12 @@ class Outcome:
 
 
 def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> Outcome:
-    """Run ``job`` on ``view`` and report what it did; never raises for the step's errors."""
+    """Run ``job`` on ``view`` and report what it did; never raises for the step's errors.
+
+    A step that takes no ``env`` cannot reach the environment: it may be
+    given the run's own in place of a view, which is then only read for its
+    log's place, and nothing is collected from it.
+    """
     kwargs = dict(job.params)
     if job.takes_env:
         kwargs["env"] = view
@@ -137,6 +142,15 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
                 )
         if error is not None:
             log.note_error(error)
+    if not job.takes_env:
+        return Outcome(
+            name=job.name,
+            status=status,
+            result=result,
+            error=None if error is None else ErrorInfo.from_exception(error),
+            interrupted_driver=in_driver_thread and status is Status.CANCELLED,
+            attempt=job.attempt,
+        )
     data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
     if failed and status is Status.DONE:
         status = Status.FAILED

@@ -89,19 +89,20 @@ class Lines:
     def finished(self, outcome: StepOutcome) -> None:
         """A step ended, or was skipped after a failure upstream."""
         status = outcome.status.value
-        parts = [f"{status:<9} {outcome.name}"]
+        line = f"{status:<9} {outcome.name}"
         if outcome.duration is not None and outcome.ran:
-            parts.append(seconds(outcome.duration))
+            line += "  " + seconds(outcome.duration)
         if outcome.error is not None and status != "done":
-            parts.append(outcome.error.summary())
+            line += "  " + outcome.error.summary()
         elif outcome.reason and not outcome.ran:
-            parts.append(outcome.reason)
-        entry = self.entries.get(outcome.name)
-        if entry is not None and entry.step in self.sweeps and entry.name != entry.step:
-            progress = self.sweeps[entry.step]
-            progress[0] += 1
-            parts.append(f"[{entry.step} {progress[0]}/{progress[1]}]")
-        self.write("  ".join(parts), STATUS_STYLES.get(status, ""))
+            line += "  " + outcome.reason
+        if self.sweeps:  # only then may it be a sweep's instance
+            entry = self.entries.get(outcome.name)
+            if entry is not None and entry.step in self.sweeps and entry.name != entry.step:
+                progress = self.sweeps[entry.step]
+                progress[0] += 1
+                line += f"  [{entry.step} {progress[0]}/{progress[1]}]"
+        self.write(line, STATUS_STYLES.get(status, ""))
 
 
 class _Plain:
