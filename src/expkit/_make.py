@@ -157,8 +157,8 @@ def _resume_call(
     return f"make({', '.join(parts)})"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+def _dt(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, tz=timezone.utc)
 
 
 _RUNNING = Status.RUNNING
@@ -593,11 +593,12 @@ class _Driver:
         plan: Plan,
         claimed: list[Job],
         refused: dict[str, str],
-        moment: datetime | None = None,
+        moment: float | None = None,
     ) -> Callable[[], None]:
         """What records the batch RUNNING, under the commit's lock, filling the two results."""
         owner, owner_state = self.owner
-        started = (moment or _now()).timestamp()
+        # Seconds since the epoch, as records store them: no datetime a step.
+        started = time.time() if moment is None else moment
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
 
@@ -644,7 +645,7 @@ class _Driver:
         With ``claim`` (and its ``plan``), the same commit records those steps
         RUNNING: returns the steps claimed and those refused (running elsewhere).
         """
-        moment = _now()
+        moment = time.time()
         env = self.env
         claimed: list[Job] = []
         refusing: dict[str, str] = {}
@@ -674,11 +675,8 @@ class _Driver:
         self._note(finals, skipped, refused)
         return claimed, refusing
 
-    def _put_records(
-        self, finals: list[Outcome], skipped: dict[str, str], moment: datetime
-    ) -> None:
+    def _put_records(self, finals: list[Outcome], skipped: dict[str, str], ended: float) -> None:
         env = self.env
-        ended = moment.timestamp()
         for outcome in finals:
             for name, state in outcome.records.items():
                 env._put_state(name, state)  # noqa: SLF001
@@ -701,7 +699,7 @@ class _Driver:
             changes: dict[str, Any] = {
                 "status": outcome.status,
                 "attempts": outcome.attempt,
-                "ended": moment,
+                "ended": _dt(ended),
                 "error": outcome.error,
                 "reads": outcome.reads,
                 "writes": outcome.writes,
@@ -712,7 +710,7 @@ class _Driver:
         for name, reason in skipped.items():
             previous = env._steps.get(name) or StepRecord(name)  # noqa: SLF001
             skip = ErrorInfo("Skipped", reason, "")
-            env._put_record(previous.replace(status=Status.SKIPPED, ended=moment, error=skip))  # noqa: SLF001
+            env._put_record(previous.replace(status=Status.SKIPPED, ended=_dt(ended), error=skip))  # noqa: SLF001
 
     def _note(
         self, finals: list[Outcome], skipped: dict[str, str], refused: Mapping[str, str]
