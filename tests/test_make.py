@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,40 @@ def test_worker_death_without_retries_is_interrupted() -> None:
     assert "exited with status 9" in _error(outcome).message
     assert Environment.load("e").steps["dies"].status is Status.INTERRUPTED
     assert plan(dies, env="e").to_run == ["dies"]
+
+
+def test_times_are_kept_to_the_microsecond_and_a_finished_run_is_up_to_date() -> None:
+    """Start and end times survive a ``datetime``; a run just finished plans nothing.
+
+    A step is claimed in the commit where its upstream ends, at the same
+    time: were that time finer than a microsecond, the upstream's end, read
+    back through a ``datetime``, could fall after the step's start and the
+    step would seem stale.
+    """
+
+    @task(grid={"size": [1, 2, 3]})
+    def bench(size: int) -> int:
+        return size
+
+    @task(requires=[bench])
+    def report(env: Any) -> None:
+        env["report"] = True
+
+    @task
+    def alone() -> None:
+        pass
+
+    assert make(report, env="e", new=True).ok
+    alone(env="current")  # a direct call records its times too
+    env = Environment.load("current")
+    names = ["bench[size=1]", "bench[size=2]", "bench[size=3]", "report", "alone"]
+    briefs = env._steps.briefs(names)  # the times as stored
+    assert sorted(briefs) == sorted(names)
+    for name, brief in briefs.items():
+        for stamp in (brief.started, brief.ended):
+            assert stamp is not None
+            assert datetime.fromtimestamp(stamp, tz=timezone.utc).timestamp() == stamp, name
+    assert plan(report, env="current").to_run == []
 
 
 @pytest.mark.parametrize("executor", ["sequential", "threads"])

@@ -32,7 +32,14 @@ from ._instances import parse_selector
 from ._paths import CURRENT_LINK, default_root
 from ._plan import Plan, make_plan
 from ._process import current_owner, current_owner_state, is_alive
-from ._records import ErrorInfo, StepRecord, StoredResult, finished_state, running_state
+from ._records import (
+    ErrorInfo,
+    StepRecord,
+    StoredResult,
+    clock,
+    finished_state,
+    running_state,
+)
 from ._report import RunReport, StepOutcome
 from ._status import Status
 from ._work import Job, Outcome
@@ -598,7 +605,7 @@ class _Driver:
         """What records the batch RUNNING, under the commit's lock, filling the two results."""
         owner, owner_state = self.owner
         # Seconds since the epoch, as records store them: no datetime a step.
-        started = time.time() if moment is None else moment
+        started = clock() if moment is None else moment
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
 
@@ -645,7 +652,7 @@ class _Driver:
         With ``claim`` (and its ``plan``), the same commit records those steps
         RUNNING: returns the steps claimed and those refused (running elsewhere).
         """
-        moment = time.time()
+        moment = clock()
         env = self.env
         claimed: list[Job] = []
         refusing: dict[str, str] = {}

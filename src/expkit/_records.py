@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -10,7 +11,15 @@ from typing import Any
 from ._errors import CorruptValueError
 from ._status import Status
 
-__all__ = ["ErrorInfo", "Frozen", "Owner", "StepRecord", "finished_state", "running_state"]
+__all__ = [
+    "ErrorInfo",
+    "Frozen",
+    "Owner",
+    "StepRecord",
+    "clock",
+    "finished_state",
+    "running_state",
+]
 
 _UNSET: Any = object()
 
@@ -324,6 +333,16 @@ class StepRecord(Frozen):
 
 _FIELD_NAMES = StepRecord._fields
 _RUNNING = Status.RUNNING._value_
+
+
+def clock() -> float:
+    """Now, as records keep it: seconds since the epoch, in whole microseconds.
+
+    That is what a ``datetime`` holds. Some records are built from one; a
+    finer time would then compare unequal to itself, and a step claimed in
+    the very commit its upstream ended in would seem to have started first.
+    """
+    return time.time_ns() // 1000 / 1_000_000
 
 
 def running_state(

@@ -13,7 +13,7 @@ from ._errors import PrerequisiteError, StepRunningError, UnpicklableValueError
 from ._fingerprint import params_fingerprint
 from ._instances import instance_name, step_done
 from ._process import current_owner_state, is_alive
-from ._records import ErrorInfo, StoredResult, finished_state, running_state
+from ._records import ErrorInfo, StoredResult, clock, finished_state, running_state
 from ._status import Status
 from ._timeout import deadline
 from ._tracking import Tracker, tracking
@@ -110,7 +110,7 @@ def run_direct(
     fingerprint = f"{step.code_fingerprint}{params_fingerprint(params)}"
     # The record is kept in its stored form: no record object is built for it
     # unless someone reads it.
-    running = running_state(name, time.time(), params_blob, fingerprint, current_owner_state())
+    running = running_state(name, clock(), params_blob, fingerprint, current_owner_state())
 
     def claim(_changed: set[str]) -> None:
         # Under the environment's file lock with every other commit read: two
@@ -209,7 +209,7 @@ class _Run:
     ) -> None:
         """Record the outcome with the data the step wrote, in one durable commit."""
         env, name, running, tracker = self.env, self.name, self.running, self.tracker
-        ended = time.time()
+        ended = clock()
 
         def record(changed: set[str]) -> None:
             reads = tracker.reads
