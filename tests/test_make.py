@@ -408,6 +408,54 @@ def test_times_are_kept_to_the_microsecond_and_a_finished_run_is_up_to_date() ->
     assert plan(report, env="current").to_run == []
 
 
+def test_a_running_step_reads_big_values_after_another_process_compacts() -> None:
+    """A step's lazy read of a big value survives a compaction by another process mid-run.
+
+    The step's view holds the value's place in the journal it started on;
+    the driver then reopens the compacted journal, where that place holds
+    other bytes. The old file stays readable through the descriptor kept.
+    """
+    big = os.urandom(200_000)  # a blob: read from the journal on first access
+    seed = Environment.create(".", "shared", symlink=False, durable=False)
+    seed["gone"] = os.urandom(100_000)  # before it in the journal; compaction drops it
+    seed.dump()
+    seed["big"] = big
+    del seed["gone"]
+    seed.dump()
+    path = str(seed.resultdir)
+    inode = os.stat(os.path.join(path, "env")).st_ino
+
+    @task
+    def compactor() -> None:
+        run_python(
+            f"""
+            import os
+            from expkit import Environment
+            env = Environment.load({path!r}, durable=False)
+            for i in range(400):
+                env["churn"] = "z" * 4000 + str(i)
+                env.dump()
+            assert os.stat(os.path.join({path!r}, "env")).st_ino != {inode}, "not compacted"
+            """
+        )
+
+    @task
+    def reader(env: Any) -> int:
+        # Read only once the driver has committed compactor's end, which it
+        # does after reopening the journal another process compacted.
+        deadline = time.monotonic() + 120
+        while not Environment.load(path).is_done("compactor"):
+            assert time.monotonic() < deadline, "compactor never finished"
+            time.sleep(0.01)
+        return len(env["big"])
+
+    report = make(compactor, reader, env=path, executor="threads", jobs=2)
+    assert report.ok, report["reader"].error
+    assert os.stat(os.path.join(path, "env")).st_ino != inode
+    assert Environment.load(path).steps["reader"].result == len(big)
+    assert Environment.load(path)["big"] == big
+
+
 @pytest.mark.parametrize("executor", ["sequential", "threads"])
 def test_driver_death_leaves_interrupted_then_resumes(executor: str) -> None:
     """In-process executors: the step dying takes the driver along; the next make re-runs it."""

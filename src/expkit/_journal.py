@@ -103,6 +103,8 @@ INDEX_EVERY = 16
 INDEX_SOON = 4
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
+#: Replaced journals kept open for the views that still read them.
+_RETIRED_KEEP = 4
 #: What a step record is guessed to take in the journal, for compaction's planning.
 _RECORD_GUESS = 512
 
@@ -285,6 +287,7 @@ class Journal:
         "_live",
         "_loaded",
         "_lock_fd",
+        "_retired",
         "_since",
         "_size",
         "_states",
@@ -313,6 +316,9 @@ class Journal:
         self._uid = None if trust or _getuid is None else _getuid()
         self._fd = -1
         self._ino = -1
+        #: Descriptors of journals replaced by a compaction, newest last: views
+        #: made before it still read values by their places in those files.
+        self._retired: list[int] = []
         self._lock_fd = (
             os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
             if lock_fd is None
@@ -433,11 +439,18 @@ class Journal:
             os.close(fd)
             raise UntrustedEnvironmentError(Path(self._where) / JOURNAL_NAME, reason)
         if self._fd >= 0:
-            os.close(self._fd)
+            self._retire(self._fd)
         self._fd = fd
         self._ino = info.st_ino
         self._size = info.st_size
         self._loaded = False
+
+    def _retire(self, fd: int) -> None:
+        """Keep ``fd`` (a replaced journal) readable for the values placed in it."""
+        self._retired.append(fd)
+        if len(self._retired) > _RETIRED_KEEP:
+            # An older file only serves views older than several compactions.
+            os.close(self._retired.pop(0))
 
     def close(self) -> None:
         """Release the file descriptors (and leave a snapshot for the next load)."""
@@ -456,8 +469,9 @@ class Journal:
                 self._states,
             )
         self._loaded = False
-        fds = (self._fd, self._lock_fd, self._dir_fd)
+        fds = (self._fd, self._lock_fd, self._dir_fd, *self._retired)
         self._fd = self._lock_fd = self._dir_fd = -1
+        self._retired = []
         for fd in fds:
             if fd >= 0:
                 try:  # noqa: SIM105 - no context manager per descriptor: every direct call closes three
@@ -686,11 +700,17 @@ class Journal:
         if stored.inline is not None:
             return stored.inline
         data = os.pread(self._fd, stored.length, stored.offset)
-        if len(data) != stored.length or zlib.crc32(data) != stored.crc:
-            from ._errors import CorruptValueError  # rare path
+        if len(data) == stored.length and zlib.crc32(data) == stored.crc:
+            return data
+        # Placed by a journal another process has compacted since: a view
+        # made before then reads it from the file it was written to.
+        for fd in reversed(self._retired):
+            data = os.pread(fd, stored.length, stored.offset)
+            if len(data) == stored.length and zlib.crc32(data) == stored.crc:
+                return data
+        from ._errors import CorruptValueError  # rare path
 
-            raise CorruptValueError(key, self.path, "its bytes fail their checksum")
-        return data
+        raise CorruptValueError(key, self.path, "its bytes fail their checksum")
 
     # -- writing ---------------------------------------------------------
 
