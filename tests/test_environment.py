@@ -480,6 +480,34 @@ class TestMapping:
         assert _read_in_child(env.resultdir, "items") == [1, 2]
         assert _read_in_child(env.resultdir, "info") == {"a": 1, "b": 2}
 
+    def test_a_value_kept_and_changed_after_a_dump_is_committed_again(
+        self, env: Environment
+    ) -> None:
+        """A list read once, appended to, dumped, appended to again: both appends are kept."""
+        env["history"] = []
+        env.dump()
+        history = env["history"]  # kept across commits, as a training loop does
+        for epoch in range(3):
+            history.append(epoch)
+            env.dump()
+            assert _read_in_child(env.resultdir, "history") == list(range(epoch + 1))
+
+    def test_a_step_that_dumps_midway_keeps_its_later_changes(self, env: Environment) -> None:
+        """A direct call's final commit sees what the step changed after its own dump()."""
+        env["history"] = []
+        env.dump()
+
+        @task
+        def train(env: Environment) -> None:
+            history = env["history"]
+            history.append("first")
+            env.dump()
+            history.append("second")
+
+        train(env=env.resultdir)
+        assert _read_in_child(env.resultdir, "history") == ["first", "second"]
+        assert Environment.load(env.resultdir).steps["train"].writes == {"history"}
+
     def test_reload_sees_equal_data(self, env: Environment) -> None:
         """A committed environment loads equal to what was committed."""
         data = {

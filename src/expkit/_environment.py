@@ -367,7 +367,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                         slot.stored, slot.raw = item, None
                 # Unpicklable values skipped on request stay pending: nothing is dropped.
                 self._assigned = set(failed)
-                self._touched.clear()
+                # Values read stay candidates: code holding one may change it
+                # in place after this commit, and the next one must see that.
                 self._deleted.clear()
                 self._steps_dirty.clear()
                 # Upkeep waits for a synced commit: a RUNNING claim is soon
