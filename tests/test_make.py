@@ -488,6 +488,67 @@ def test_driver_death_leaves_interrupted_then_resumes(executor: str) -> None:
     assert env.steps["first"].attempts == 1
 
 
+CHECKPOINT_CHILD = """
+import os, sys, time
+from expkit import task, make
+
+def say(line):
+    os.write(1, (line + "\\n").encode())
+
+@task
+def train(env):
+    history = env.get("history", [])  # what an earlier, killed run checkpointed
+    say(f"resumed from {len(history)}")
+    if "gone" in env:
+        del env["gone"]
+    env["log"].append(f"run {len(history)}")  # changed in place: only dump() sees it
+    for epoch in range(len(history), 3):
+        history.append(epoch)
+        env["history"] = history
+        env.dump()  # a checkpoint: kept if the run dies now
+        say(f"epoch {epoch}")
+        if epoch == 1 and os.environ.get("CHECKPOINT_DIE"):  # workers see it too
+            time.sleep(600)  # the test kills the whole run here
+    return len(history)
+
+make(train, env="e", executor=sys.argv[1])
+"""
+
+
+def test_dump_in_a_step_is_a_checkpoint_that_survives_sigkill(executor: str) -> None:
+    """``env.dump()`` in a step commits its work so far; a killed run resumes from there."""
+    seed = Environment.create(".", "e", symlink=False)
+    seed["gone"] = 1
+    seed["log"] = []
+    seed.dump()
+    with subprocess.Popen(
+        [sys.executable, "-c", CHECKPOINT_CHILD, executor],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CHECKPOINT_DIE": "1"},
+        start_new_session=True,  # its workers die with it
+    ) as child:
+        assert child.stdout is not None
+        lines = [child.stdout.readline().strip() for _ in range(3)]
+        assert lines == ["resumed from 0", "epoch 0", "epoch 1"]
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    env = Environment.load("e")
+    assert env["history"] == [0, 1]  # both checkpoints, not lost with the run
+    assert "gone" not in env  # a deletion is checkpointed too
+    assert env["log"] == ["run 0"]
+    assert env.steps["train"].status is Status.INTERRUPTED  # its owner is dead
+    resumed = run_python(CHECKPOINT_CHILD.replace("sys.argv[1]", repr(executor)))
+    assert resumed.stdout.split("\n")[:2] == ["resumed from 2", "epoch 2"]
+    env = Environment.load("e")
+    assert env["history"] == [0, 1, 2]
+    assert env["log"] == ["run 0", "run 2"]
+    record = env.steps["train"]
+    assert record.status is Status.DONE
+    assert record.result == 3
+    assert record.writes == {"history", "log"}  # "log" changed only before the last dump()
+
+
 SIGINT_CHILD = """
 import os, sys, time
 import expkit._make

@@ -92,6 +92,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         self._records_only = False
         #: A step's private copy during a run (see _view): commits stay in memory.
         self._is_view = False
+        #: The environment a view was made from: its ``dump()`` commits through it.
+        self._source: Environment | None = None
+        #: Keys a view has committed that way (the step wrote them).
+        self._checkpointed: set[str] = set()
         #: Runs hold compaction off while steps read stored values by position.
         self._upkeep_held = 0
 
@@ -317,8 +321,49 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     # -- committing -------------------------------------------------------
 
     def dump(self) -> None:
-        """Commit every change now (atomic; durable unless ``durable=False``)."""
-        self._commit(label="dump")
+        """Commit every change now (atomic; durable unless ``durable=False``).
+
+        In a step that ``make`` runs, this commits the step's changes so far
+        (its record stays RUNNING): a crash later in the step keeps them.
+        """
+        if self._is_view:
+            self._checkpoint()
+        else:
+            self._commit(label="dump")
+
+    def _checkpoint(self) -> None:
+        """A view's ``dump()``: commit its changes so far through the environment it came from.
+
+        The step's outcome then carries only what changed after. A view
+        without a source (a Dask worker's, far from the journal) commits with
+        its step's end, as before.
+        """
+        if self._source is None:
+            return
+        source: Environment = self._source
+        with self._lock:
+            data, _, _ = self._collect(skip_unpicklable=False)
+            if not data:
+                return
+            with source._lock:
+                for key, raw in data.items():
+                    if raw is not None:
+                        source._set_pickled(key, raw)
+                    elif key in source._slots:
+                        del source[key]
+                # No compaction now: the run's other views read values by place.
+                source._upkeep_held += 1
+                try:
+                    source._commit(label="checkpoint")
+                finally:
+                    source._upkeep_held -= 1
+                for key, raw in data.items():
+                    slot = self._slots.get(key)
+                    if raw is not None and isinstance(slot, _Slot):
+                        slot.stored, slot.raw = _stored_form(source._slots.get(key)), None
+            self._checkpointed.update(data)
+            self._assigned.clear()
+            self._deleted.clear()
 
     def _commit(
         self,
@@ -404,6 +449,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             view = Environment()
             view._journal = self._journal
             view._is_view = True
+            view._source = self
             view._slots = {
                 key: stored
                 for key, found in self._slots.items()

@@ -158,7 +158,10 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
             failed[0], "its value cannot be pickled; nothing else is lost"
         )
         result = None
-    writes = tracker.assigned | tracker.deleted | (set(data) & tracker.reads)
+    # What it committed itself with dump() (see Environment._checkpoint) counts too.
+    writes = (
+        tracker.assigned | tracker.deleted | ((set(data) | view._checkpointed) & tracker.reads)  # noqa: SLF001
+    )
     records = {
         name: view._steps[name].to_state()  # noqa: SLF001
         for name in view._steps_dirty  # noqa: SLF001
