@@ -33,6 +33,7 @@ from expkit import (
     UnpicklableValueError,
     UntrustedEnvironmentError,
     get_or_create_env,
+    make,
     task,
 )
 from expkit import _environment as environment_module
@@ -52,6 +53,17 @@ def env() -> Environment:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
+
+
+class Counted(list[int]):
+    """A list that counts how many times it is pickled."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as a plain list of its items, and counted."""
+        type(self).pickled += 1
+        return (Counted, (list(self),))
 
 
 def _read_in_child(path: Path, key: str) -> Any:
@@ -507,6 +519,31 @@ class TestMapping:
         train(env=env.resultdir)
         assert _read_in_child(env.resultdir, "history") == ["first", "second"]
         assert Environment.load(env.resultdir).steps["train"].writes == {"history"}
+
+    def test_commits_of_a_run_do_not_pickle_again_what_was_read_before(
+        self, env: Environment
+    ) -> None:
+        """Values read before a run are checked by the next dump(), not by each step's commit."""
+        env["kept"] = Counted([1])
+        env.dump()
+        kept = env["kept"]
+        env.dump()  # commits what was read since the last commit: kept, once
+        Counted.pickled = 0
+
+        @task
+        def first(env: Environment) -> None:
+            env["a"] = 1
+
+        @task(requires=[first])
+        def second(env: Environment) -> None:
+            env["b"] = 2
+
+        assert make(second, env=env).ok
+        assert Counted.pickled == 0  # a commit's cost follows what changed
+        kept.append(2)
+        env.dump()
+        assert Counted.pickled == 1
+        assert Environment.load(env.resultdir)["kept"] == [1, 2]  # a fresh handle reads the file
 
     def test_reload_sees_equal_data(self, env: Environment) -> None:
         """A committed environment loads equal to what was committed."""

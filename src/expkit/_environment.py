@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -85,7 +85,11 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         self._slots: dict[str, _Slot | Entry] = {}
         self._assigned: set[str] = set()
         self._deleted: set[str] = set()
+        #: Mutable values read since the last commit: each may have been changed in place.
         self._touched: set[str] = set()
+        #: Every mutable value read through this object: ``dump()`` checks them all,
+        #: as code may keep one and change it again after a commit.
+        self._kept: set[str] = set()
         self._steps = StepRecords()
         self._steps_dirty: set[str] = set()
         #: Made from a one-step export: holds a record and no data at all.
@@ -230,6 +234,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 value = slot.value = self._unpickle(key, slot)
             if not isinstance(value, _IMMUTABLE):
                 self._touched.add(key)  # may be mutated in place: re-check at commit
+                self._kept.add(key)
             tracker = current_tracker()
             if tracker is not None and tracker.env_id == id(self):
                 tracker.reads.add(key)
@@ -256,6 +261,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             del self._slots[key]
             self._assigned.discard(key)
             self._touched.discard(key)
+            self._kept.discard(key)
             self._deleted.add(key)
             tracker = current_tracker()
             if tracker is not None and tracker.env_id == id(self):
@@ -329,7 +335,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         if self._is_view:
             self._checkpoint()
         else:
-            self._commit(label="dump")
+            self._commit(label="dump", recheck=self._kept)
 
     def _checkpoint(self) -> None:
         """A view's ``dump()``: commit its changes so far through the environment it came from.
@@ -372,12 +378,15 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         label: str | None = None,
         before: Callable[[set[str]], None] | None = None,
         skip_unpicklable: bool = False,
+        recheck: Collection[str] = (),
     ) -> set[str]:
         """Merge other processes' commits, then append ours; returns the keys written.
 
         ``before(changed)`` runs under the lock once the changed keys are
         known and may raise to abort, or update step records to commit with
-        the data.
+        the data. ``recheck``: keys read before the last commit that may have
+        changed in place since (a commit re-checks only those read since the
+        last one: its cost follows what changed, not what was ever read).
         """
         with self._lock:
             if self._is_view:
@@ -397,8 +406,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                 update = journal.read_new()
                 if update is not None:
                     self._absorb(update)
-                if self._assigned or self._touched or self._deleted:
-                    data, digests, failed = self._collect(skip_unpicklable=skip_unpicklable)
+                if self._assigned or self._touched or self._deleted or recheck:
+                    data, digests, failed = self._collect(
+                        skip_unpicklable=skip_unpicklable, recheck=recheck
+                    )
                 else:
                     data, digests, failed = {}, {}, []
                 changed = set(data)
@@ -412,8 +423,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                         slot.stored, slot.raw = item, None
                 # Unpicklable values skipped on request stay pending: nothing is dropped.
                 self._assigned = set(failed)
-                # Values read stay candidates: code holding one may change it
-                # in place after this commit, and the next one must see that.
+                self._touched.clear()
                 self._deleted.clear()
                 self._steps_dirty.clear()
                 # Upkeep waits for a synced commit: a RUNNING claim is soon
@@ -459,7 +469,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             return view
 
     def _collect(
-        self, *, skip_unpicklable: bool
+        self, *, skip_unpicklable: bool, recheck: Collection[str] = ()
     ) -> tuple[dict[str, bytes | None], dict[str, bytes], list[str]]:
         """The keys whose pickled form changed since the last commit, pickled."""
         data: dict[str, bytes | None] = {}
@@ -468,7 +478,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         for key in self._deleted:
             if key not in self._slots:
                 data[key] = None
-        for key in self._assigned | self._touched:
+        for key in self._assigned.union(self._touched, recheck):
             slot = self._slots.get(key)
             if not isinstance(slot, _Slot) or (slot.value is _UNLOADED and slot.raw is None):
                 continue
@@ -520,16 +530,18 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             if stored is None:
                 self._slots.pop(key, None)
                 self._touched.discard(key)
+                self._kept.discard(key)
             elif not isinstance(slot, _Slot):
                 self._slots[key] = stored  # not in use here: take the new stored form
             elif slot.stored is not None and slot.stored.digest == stored.digest:
                 slot.stored = stored  # same value, maybe at a new place (compaction)
-            elif key in self._touched and self._mutated(key, slot):
+            elif key in self._kept and self._mutated(key, slot):
                 self._assigned.add(key)  # changed here and there: ours is the later write
                 slot.stored = stored
             else:
                 slot.value, slot.stored, slot.raw = _UNLOADED, stored, None
                 self._touched.discard(key)
+                self._kept.discard(key)
         for name, state in update.steps.items():
             if name in self._steps_dirty:
                 continue

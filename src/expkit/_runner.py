@@ -248,4 +248,5 @@ class _Run:
 
         # A failed step keeps what it could store: its writes may name resources to clean up.
         skip = status is not Status.DONE
-        env._commit(before=record, label=name, skip_unpicklable=skip)  # noqa: SLF001
+        # What the step read may have changed in place after a dump() of its own.
+        env._commit(before=record, label=name, skip_unpicklable=skip, recheck=tracker.reads)  # noqa: SLF001
