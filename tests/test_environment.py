@@ -507,10 +507,12 @@ class TestMapping:
     def test_a_step_that_dumps_midway_keeps_its_later_changes(self, env: Environment) -> None:
         """A direct call's final commit sees what the step changed after its own dump()."""
         env["history"] = []
+        env["log"] = []
         env.dump()
 
         @task
         def train(env: Environment) -> None:
+            env["log"].append("started")  # changed in place only before the dump()
             history = env["history"]
             history.append("first")
             env.dump()
@@ -518,7 +520,8 @@ class TestMapping:
 
         train(env=env.resultdir)
         assert _read_in_child(env.resultdir, "history") == ["first", "second"]
-        assert Environment.load(env.resultdir).steps["train"].writes == {"history"}
+        assert _read_in_child(env.resultdir, "log") == ["started"]
+        assert Environment.load(env.resultdir).steps["train"].writes == {"history", "log"}
 
     def test_commits_of_a_run_do_not_pickle_again_what_was_read_before(
         self, env: Environment

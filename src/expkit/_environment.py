@@ -421,6 +421,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                     for key, item in stored.items():
                         slot = self._slot(key)
                         slot.stored, slot.raw = item, None
+                    self._tell_tracker(data)
                 # Unpicklable values skipped on request stay pending: nothing is dropped.
                 self._assigned = set(failed)
                 self._touched.clear()
@@ -433,6 +434,12 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
             finally:
                 journal.unlock()
             return changed
+
+    def _tell_tracker(self, committed: Collection[str]) -> None:
+        """Tell the step running here which keys a commit of its own wrote (for its record)."""
+        tracker = current_tracker()
+        if committed and tracker is not None and tracker.env_id == id(self):
+            tracker.committed.update(committed)
 
     def _upkeep(self, journal: Journal) -> None:
         """Let the journal compact or write its index cache (lock held, all synced)."""

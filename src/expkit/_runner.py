@@ -214,8 +214,9 @@ class _Run:
         def record(changed: set[str]) -> None:
             reads = tracker.reads
             writes = tracker.assigned | tracker.deleted
-            if changed and reads:
-                writes |= changed & reads
+            if reads:
+                # Changed in place: now, or before a dump() of the step's own.
+                writes |= (changed | tracker.committed) & reads
             info = None if error is None else ErrorInfo.from_exception(error)
             if env._steps.stored(name) is running:  # noqa: SLF001
                 # As claimed: end it in its stored form.

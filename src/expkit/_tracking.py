@@ -14,19 +14,22 @@ __all__ = ["Tracker", "current_tracker", "tracking"]
 class Tracker:
     """The keys one step read, assigned and deleted in one environment."""
 
-    __slots__ = ("assigned", "deleted", "env_id", "reads")
+    __slots__ = ("assigned", "committed", "deleted", "env_id", "reads")
 
     def __init__(self, env_id: int) -> None:
         self.env_id = env_id
         self.reads: set[str] = set()
         self.assigned: set[str] = set()
         self.deleted: set[str] = set()
+        #: Keys whose new values a commit made during the step wrote (its own dump()).
+        self.committed: set[str] = set()
 
     def absorb(self, inner: Tracker) -> None:
         """Count a nested step's accesses as the enclosing step's too."""
         self.reads |= inner.reads
         self.assigned |= inner.assigned
         self.deleted |= inner.deleted
+        self.committed |= inner.committed
 
 
 _CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
