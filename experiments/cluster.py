@@ -153,7 +153,7 @@ def backup(env: Environment) -> dict[str, str]:
     with table.open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["block_kb", "repeat", "node", "mib_per_s"])
-        for point in env.results("bench").values():
+        for point in env.results(bench).values():
             for node, speed in sorted(point["mib_per_s"].items()):
                 writer.writerow([point["block_kb"], point["repeat"], node, speed])
     saved = {"table": str(table), "logs": str(logs)}

@@ -268,6 +268,31 @@ def test_only_failed_instances_rerun_and_results_in_one_call() -> None:
     assert env.results(square) == {"square[x=1]": 1, "square[x=2]": 4, "square[x=3]": 9}
 
 
+def test_results_of_a_step_follow_its_grid_as_declared_now() -> None:
+    """A narrowed grid: ``env.results(step)`` leaves out the old points, by name it keeps all."""
+
+    def declare(values: list[int]) -> Any:
+        @task(name="square", grid={"x": values})
+        def square(x: int) -> int:
+            return x * x
+
+        return square
+
+    assert make(declare([1, 2, 3]), env="e", new=True).ok
+    narrowed = declare([1, 3])
+    assert make(narrowed, env="e").ran == []
+    env = Environment.load("e")
+    assert env.results(narrowed) == {"square[x=1]": 1, "square[x=3]": 9}
+    assert env.results("square") == {"square[x=1]": 1, "square[x=2]": 4, "square[x=3]": 9}
+    widened = declare([1, 3, 4])
+    assert make(widened, env="e").ran == ["square[x=4]"]
+    assert Environment.load("e").results(widened) == {
+        "square[x=1]": 1,
+        "square[x=3]": 9,
+        "square[x=4]": 16,
+    }
+
+
 def test_callable_grid_reads_upstream_data() -> None:
     """Callable grid reads upstream data."""
 

@@ -597,15 +597,27 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def results(self, step: str | Any) -> dict[str, Any]:
         """The results of a step's DONE runs by name: every instance of a sweep, in name order.
 
-        For a plain step the mapping has one entry (when it is DONE).
+        For a plain step the mapping has one entry (when it is DONE). Given
+        the step itself rather than its name, a sweep's results are those of
+        its grid as declared now: instances of an earlier, wider grid are
+        left out, so an analysis never mixes in points it no longer asks for.
         """
+        from ._instances import grid_points, instance_name
+
         name = step if isinstance(step, str) else step.name
+        current = (
+            None
+            if isinstance(step, str) or step.options.grid is None
+            else {instance_name(name, point) for point in grid_points(step, self)}
+        )
         prefix = f"{name}["
         with self._lock:
             found = sorted(
                 (n, r)
                 for n, r in self._steps.items()
-                if (n == name or n.startswith(prefix)) and r.status is Status.DONE
+                if (n == name or n.startswith(prefix))
+                and r.status is Status.DONE
+                and (current is None or n in current)
             )
         return {n: record.result for n, record in found}
 
