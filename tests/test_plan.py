@@ -316,6 +316,11 @@ def test_callable_grid_reads_upstream_data() -> None:
     assert report.ran == ["provision", "install[node=n1]", "install[node=n2]", "check"]
     assert Environment.load("e")["checked"] == ["install[node=n1]", "install[node=n2]"]
     assert make(check, env="e").ran == []
+    # Its points depend on data: given the step, every instance on record counts.
+    assert Environment.load("e").results(install) == {
+        "install[node=n1]": "installed on n1",
+        "install[node=n2]": "installed on n2",
+    }
 
 
 def test_direct_call_of_a_sweep_instance_and_prerequisite_check() -> None:

@@ -600,16 +600,20 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         For a plain step the mapping has one entry (when it is DONE). Given
         the step itself rather than its name, a sweep's results are those of
         its grid as declared now: instances of an earlier, wider grid are
-        left out, so an analysis never mixes in points it no longer asks for.
+        left out, so an analysis never mixes in points it no longer asks for
+        (a callable grid, whose points may depend on data, keeps them all).
         """
         from ._instances import grid_points, instance_name
 
-        name = step if isinstance(step, str) else step.name
-        current = (
-            None
-            if isinstance(step, str) or step.options.grid is None
-            else {instance_name(name, point) for point in grid_points(step, self)}
-        )
+        current: set[str] | None = None  # the instance names to keep; None: all
+        if isinstance(step, str):
+            name = step
+        else:
+            name = step.name
+            grid = step.options.grid
+            # A callable grid's points may depend on data: its instances on record count.
+            if grid is not None and not callable(grid):
+                current = {instance_name(name, point) for point in grid_points(step, None)}
         prefix = f"{name}["
         with self._lock:
             found = sorted(
