@@ -455,12 +455,13 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
     def _view(self, *, share_records: bool = False) -> Environment:
         """A private copy of the committed state for one step of a run.
 
-        It reads stored values through this environment's journal, lazily,
-        and never writes: what the step changes is taken from it by the run's
-        driver. Commit before making views: uncommitted changes are not in them.
+        It reads stored values through this environment's journal, lazily:
+        what the step changes is taken from it by the run's driver, or
+        committed through this environment when the step calls ``dump()``.
+        Commit before making views: uncommitted changes are not in them.
         With ``share_records``, the view reads this environment's table of
         step records until it changes its own (no copy of the table): only for
-        a step that runs while this environment commits nothing.
+        a step that runs while this environment commits no record.
         """
         with self._lock:
             view = Environment()

@@ -104,8 +104,9 @@ class SequentialExecutor(Executor):
             return []
         job, env = self._queue.popleft()
         # The view is made as the step starts, in the driver's thread, which
-        # commits nothing until the step ends: it may read the driver's table
-        # of step records instead of copying it (thousands of records a step).
+        # commits no record until the step ends (the step's own dump() commits
+        # data only): it may read the driver's table of step records instead
+        # of copying it (thousands of records a step).
         view = env._view(share_records=True) if job.takes_env else env  # noqa: SLF001
         return [execute(job, view, in_driver_thread=True)]
 
