@@ -549,6 +549,19 @@ def test_dump_in_a_step_is_a_checkpoint_that_survives_sigkill(executor: str) -> 
     assert record.writes == {"history", "log"}  # "log" changed only before the last dump()
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_process_worker_checkpoints_as_durably_as_the_run(durable: bool) -> None:
+    """A step's dump() on a worker process commits with the run's durability (fsync or not)."""
+
+    @task
+    def where(env: Any) -> bool:
+        return bool(env._source.durable)  # the worker's own handle, which dump() commits through
+
+    Environment.create(".", "e", symlink=False, durable=durable)
+    make(where, env=Environment.load("e", durable=durable), executor="processes")
+    assert Environment.load("e").steps["where"].result is durable
+
+
 SIGINT_CHILD = """
 import os, sys, time
 import expkit._make

@@ -119,7 +119,7 @@ class ProcessesExecutor(Executor):
         self._count = jobs or os.cpu_count() or 1
         self._idle: list[_Worker] = []
         self._busy: dict[socket.socket, _Worker] = {}
-        self._queue: deque[tuple[Job, str]] = deque()
+        self._queue: deque[tuple[Job, tuple[str, bool]]] = deque()
         self._ready: list[Outcome] = []
         self._selector = selectors.DefaultSelector()
 
@@ -127,7 +127,7 @@ class ProcessesExecutor(Executor):
         return os.cpu_count() or 1
 
     def submit(self, jobs: Sequence[Job], env: Environment) -> None:
-        where = str(env.resultdir)
+        where = (str(env.resultdir), env.durable)
         self._queue.extend((job, where) for job in jobs)
         self._dispatch()
 
@@ -137,7 +137,7 @@ class ProcessesExecutor(Executor):
         while self._queue and (self._idle or len(self._busy) < self._count):
             job, where = self._queue.popleft()
             try:
-                payload = cloudpickle.dumps((where, job), protocol=pickle.HIGHEST_PROTOCOL)
+                payload = cloudpickle.dumps((*where, job), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
                 self._ready.append(Outcome.failed(job, error))
                 continue

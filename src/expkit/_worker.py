@@ -24,11 +24,15 @@ from ._work import Job, execute
 _PR_SET_PDEATHSIG = 1
 
 
-def _environment(where: str, cache: dict[str, Environment]) -> Environment:
-    env = cache.get(where)
+def _environment(
+    where: str, cache: dict[tuple[str, bool], Environment], *, durable: bool
+) -> Environment:
+    env = cache.get((where, durable))
     if env is None:
         # The driver checked the environment's owner and mode when it loaded it.
-        env = cache[where] = Environment._bind(Journal.open(where, durable=False))  # noqa: SLF001
+        # Durable as the run is: a step's dump() commits through this one.
+        journal = Journal.open(where, durable=durable)
+        env = cache[where, durable] = Environment._bind(journal)  # noqa: SLF001
     env.refresh()
     return env
 
@@ -57,7 +61,7 @@ def main() -> None:
     if setup is None:
         return
     sys.path[:] = pickle.loads(setup)  # from the driver, over a private socket
-    envs: dict[str, Environment] = {}
+    envs: dict[tuple[str, bool], Environment] = {}
     while True:
         try:
             message = recv_message(sock)
@@ -65,9 +69,9 @@ def main() -> None:
             continue  # an interrupt between steps: nothing to stop
         if message is None:
             return
-        where, job = pickle.loads(message)  # cloudpickle's output; from the driver only
+        where, durable, job = pickle.loads(message)  # cloudpickle's output; from the driver only
         assert isinstance(job, Job)  # noqa: S101
-        outcome = execute(job, _environment(where, envs)._view())  # noqa: SLF001
+        outcome = execute(job, _environment(where, envs, durable=durable)._view())  # noqa: SLF001
         reply = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
         # A late interrupt must not cut the reply in half: hold it off while sending.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
