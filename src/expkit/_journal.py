@@ -699,12 +699,9 @@ class Journal:
         """The pickled bytes of a value, checked against their checksum."""
         if stored.inline is not None:
             return stored.inline
-        data = os.pread(self._fd, stored.length, stored.offset)
-        if len(data) == stored.length and zlib.crc32(data) == stored.crc:
-            return data
-        # Placed by a journal another process has compacted since: a view
-        # made before then reads it from the file it was written to.
-        for fd in reversed(self._retired):
+        # Not in the journal as it is now? Placed by one another process has
+        # compacted since: a view made before then reads the file it was written to.
+        for fd in (self._fd, *reversed(self._retired)):
             data = os.pread(fd, stored.length, stored.offset)
             if len(data) == stored.length and zlib.crc32(data) == stored.crc:
                 return data
