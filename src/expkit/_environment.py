@@ -98,8 +98,6 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         self._is_view = False
         #: The environment a view was made from: its ``dump()`` commits through it.
         self._source: Environment | None = None
-        #: Keys a view has committed that way (the step wrote them).
-        self._checkpointed: set[str] = set()
         #: Runs hold compaction off while steps read stored values by position.
         self._upkeep_held = 0
 
@@ -367,7 +365,7 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                     slot = self._slots.get(key)
                     if raw is not None and isinstance(slot, _Slot):
                         slot.stored, slot.raw = _stored_form(source._slots.get(key)), None
-            self._checkpointed.update(data)
+            self._tell_tracker(data)  # the step's record names them
             self._assigned.clear()
             self._deleted.clear()
 

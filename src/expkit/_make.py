@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,7 @@ from ._records import (
     ErrorInfo,
     StepRecord,
     StoredResult,
+    as_datetime,
     clock,
     finished_state,
     running_state,
@@ -162,10 +162,6 @@ def _resume_call(
     if jobs is not None:
         parts.append(f"jobs={jobs}")
     return f"make({', '.join(parts)})"
-
-
-def _dt(stamp: float) -> datetime:
-    return datetime.fromtimestamp(stamp, tz=timezone.utc)
 
 
 _RUNNING = Status.RUNNING
@@ -706,7 +702,7 @@ class _Driver:
             changes: dict[str, Any] = {
                 "status": outcome.status,
                 "attempts": outcome.attempt,
-                "ended": _dt(ended),
+                "ended": as_datetime(ended),
                 "error": outcome.error,
                 "reads": outcome.reads,
                 "writes": outcome.writes,
@@ -717,7 +713,10 @@ class _Driver:
         for name, reason in skipped.items():
             previous = env._steps.get(name) or StepRecord(name)  # noqa: SLF001
             skip = ErrorInfo("Skipped", reason, "")
-            env._put_record(previous.replace(status=Status.SKIPPED, ended=_dt(ended), error=skip))  # noqa: SLF001
+            skipped_record = previous.replace(
+                status=Status.SKIPPED, ended=as_datetime(ended), error=skip
+            )
+            env._put_record(skipped_record)  # noqa: SLF001
 
     def _note(
         self, finals: list[Outcome], skipped: dict[str, str], refused: Mapping[str, str]

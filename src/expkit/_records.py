@@ -16,6 +16,7 @@ __all__ = [
     "Frozen",
     "Owner",
     "StepRecord",
+    "as_datetime",
     "clock",
     "finished_state",
     "running_state",
@@ -319,15 +320,15 @@ class StepRecord(Frozen):
             name=state["name"],
             status=_STATUSES.get(status) or Status(status),
             attempts=state["attempts"],
-            started=_dt(state["started"]),
-            ended=_dt(state["ended"]),
+            started=as_datetime(state["started"]),
+            ended=as_datetime(state["ended"]),
             error=ErrorInfo(*state["error"]) if state["error"] else None,
             stored_result=StoredResult(state["result"]),
             params=params,
             fingerprint=state["fingerprint"],
             reads=frozenset(state["reads"]),
             writes=frozenset(state["writes"]),
-            owner=Owner(owner[0], owner[1], _dt(owner[2])) if owner else None,
+            owner=Owner(owner[0], owner[1], as_datetime(owner[2])) if owner else None,
         )
 
 
@@ -402,5 +403,6 @@ def _ts(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-def _dt(stamp: float | None) -> datetime | None:
+def as_datetime(stamp: float | None) -> datetime | None:
+    """A time as records store it (see :func:`clock`), as the ``datetime`` they show."""
     return None if stamp is None else datetime.fromtimestamp(stamp, tz=timezone.utc)

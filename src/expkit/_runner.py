@@ -6,14 +6,20 @@ import inspect
 import pickle
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PrerequisiteError, StepRunningError, UnpicklableValueError
 from ._fingerprint import params_fingerprint
 from ._instances import instance_name, step_done
 from ._process import current_owner_state, is_alive
-from ._records import ErrorInfo, StoredResult, clock, finished_state, running_state
+from ._records import (
+    ErrorInfo,
+    StoredResult,
+    as_datetime,
+    clock,
+    finished_state,
+    running_state,
+)
 from ._status import Status
 from ._timeout import deadline
 from ._tracking import Tracker, tracking
@@ -213,10 +219,7 @@ class _Run:
 
         def record(changed: set[str]) -> None:
             reads = tracker.reads
-            writes = tracker.assigned | tracker.deleted
-            if reads:
-                # Changed in place: now, or before a dump() of the step's own.
-                writes |= (changed | tracker.committed) & reads
+            writes = tracker.written(changed)
             info = None if error is None else ErrorInfo.from_exception(error)
             if env._steps.stored(name) is running:  # noqa: SLF001
                 # As claimed: end it in its stored form.
@@ -239,7 +242,7 @@ class _Run:
                 current.replace(
                     status=status,
                     attempts=attempts,
-                    ended=datetime.fromtimestamp(ended, tz=timezone.utc),
+                    ended=as_datetime(ended),
                     error=info,
                     stored_result=current.stored_result if result is None else result,
                     reads=frozenset(reads),

@@ -31,6 +31,14 @@ class Tracker:
         self.deleted |= inner.deleted
         self.committed |= inner.committed
 
+    def written(self, changed: set[str]) -> set[str]:
+        """The keys the step wrote: assigned, deleted, or read and changed in place.
+
+        ``changed``: the keys the commit that ends the step finds changed; a
+        value changed before a ``dump()`` of the step's own is in ``committed``.
+        """
+        return self.assigned | self.deleted | ((changed | self.committed) & self.reads)
+
 
 _CURRENT: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
     "expkit_tracker", default=None

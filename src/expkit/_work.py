@@ -105,6 +105,9 @@ class Outcome:
         )
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
 def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> Outcome:
     """Run ``job`` on ``view`` and report what it did; never raises for the step's errors.
 
@@ -142,38 +145,30 @@ def execute(job: Job, view: Environment, *, in_driver_thread: bool = False) -> O
                 )
         if error is not None:
             log.note_error(error)
-    if not job.takes_env:
-        return Outcome(
-            name=job.name,
-            status=status,
-            result=result,
-            error=None if error is None else ErrorInfo.from_exception(error),
-            interrupted_driver=in_driver_thread and status is Status.CANCELLED,
-            attempt=job.attempt,
-        )
-    data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
-    if failed and status is Status.DONE:
-        status = Status.FAILED
-        error = UnpicklableValueError(
-            failed[0], "its value cannot be pickled; nothing else is lost"
-        )
-        result = None
-    # What it committed itself with dump() (see Environment._checkpoint) counts too.
-    writes = (
-        tracker.assigned | tracker.deleted | ((set(data) | view._checkpointed) & tracker.reads)  # noqa: SLF001
-    )
-    records = {
-        name: view._steps[name].to_state()  # noqa: SLF001
-        for name in view._steps_dirty  # noqa: SLF001
-        if name in view._steps  # noqa: SLF001
-    }
+    data: dict[str, bytes | None] | None = None
+    records: dict[str, Any] | None = None
+    reads = writes = _NOTHING
+    if job.takes_env:  # else it had no view: nothing to collect
+        data, _, failed = view._collect(skip_unpicklable=True)  # noqa: SLF001 - the view's partner
+        if failed and status is Status.DONE:
+            status = Status.FAILED
+            error = UnpicklableValueError(
+                failed[0], "its value cannot be pickled; nothing else is lost"
+            )
+            result = None
+        records = {
+            name: view._steps[name].to_state()  # noqa: SLF001
+            for name in view._steps_dirty  # noqa: SLF001
+            if name in view._steps  # noqa: SLF001
+        }
+        reads, writes = frozenset(tracker.reads), frozenset(tracker.written(set(data)))
     return Outcome(
         name=job.name,
         status=status,
         result=result,
         data=data,
-        reads=frozenset(tracker.reads),
-        writes=frozenset(writes),
+        reads=reads,
+        writes=writes,
         error=None if error is None else ErrorInfo.from_exception(error),
         records=records,
         interrupted_driver=in_driver_thread and status is Status.CANCELLED,
