@@ -173,6 +173,41 @@ def test_cycle_is_refused_at_decoration_naming_it() -> None:
     assert plan(b).to_run == ["c", "a", "b"]
 
 
+def test_declaring_the_same_steps_again_walks_no_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notebook cell run again re-declares its steps without a cycle check each: no n^2."""
+    from expkit import _graph, _task
+
+    checked: list[str] = []
+    real_check = _graph.check_acyclic
+
+    def counting_check(step: Any, registry: Any) -> None:
+        checked.append(step.name)
+        real_check(step, registry)
+
+    monkeypatch.setattr(_task, "check_acyclic", counting_check)
+
+    def noop() -> None: ...
+
+    def cell() -> None:
+        # Last step first: each step is required before it is declared.
+        for i in reversed(range(30)):
+            task(name=f"chain{i}", requires=[f"chain{i - 1}"] if i else [])(noop)
+
+    cell()
+    assert len(checked) == 29  # every step that some declared step requires
+    checked.clear()
+    cell()
+    assert checked == []  # the same edges: nothing to check
+    assert plan("chain29").to_run == [f"chain{i}" for i in range(30)]
+    # A changed prerequisite is still checked, and a cycle still refused.
+    with pytest.raises(CycleError) as caught:
+        task(name="chain0", requires=["chain29"])(noop)
+    assert checked == ["chain0"]
+    assert caught.value.cycle[0] == caught.value.cycle[-1] == "chain0"
+    assert len(caught.value.cycle) == 31
+    assert plan("chain29").to_run == [f"chain{i}" for i in range(30)]
+
+
 def test_unknown_step_suggests_close_names() -> None:
     """Unknown step suggests close names."""
 

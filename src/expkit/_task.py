@@ -437,10 +437,13 @@ def task(
         _check_grid(step)
         previous = registry.get(step.name)
         registry[step.name] = step
+        # The declared graph is acyclic. Only a step some declared step
+        # requires can close a cycle, and only if its own prerequisites
+        # changed: checking the others would make declaring n steps (or
+        # running a notebook cell that declares them again) cost n^2.
+        same_edges = previous is not None and previous.options.requires == options.requires
         try:
-            # Only a step some declared step requires can close a cycle: checking
-            # the others would make declaring n steps cost n^2.
-            if step.name in _REQUIRED or step.name in options.requires:
+            if not same_edges and (step.name in _REQUIRED or step.name in options.requires):
                 check_acyclic(step, registry)
         except CycleError:
             # Leave the registry as it was: a notebook cell fixed and re-run works.
