@@ -12,41 +12,31 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 from _common import ROOT, Section, machine_info
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W4DASK", "SHELL")
+#: Each workload's module in bench/, imported only when the workload is asked for.
+WORKLOADS = {
+    "W1": "w1",
+    "W2": "w2",
+    "W3": "w3",
+    "W4": "w4",
+    "W4DASK": "w4_dask",
+    "SHELL": "shell",
+    "FAULTS": "faults",
+}
 
 
 def _runner(name: str) -> Callable[..., Section]:
-    """The ``run`` function of one workload (imported only when asked for)."""
-    if name == "W1":
-        import w1
-
-        return w1.run
-    if name == "W2":
-        import w2
-
-        return w2.run
-    if name == "W3":
-        import w3
-
-        return w3.run
-    if name == "W4":
-        import w4
-
-        return w4.run
-    if name == "W4DASK":
-        import w4_dask
-
-        return w4_dask.run
-    if name == "SHELL":
-        import shell
-
-        return shell.run
-    msg = f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}"
-    raise SystemExit(msg)
+    """The ``run`` function of one workload."""
+    module = WORKLOADS.get(name)
+    if module is None:
+        msg = f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}"
+        raise SystemExit(msg)
+    run: Callable[..., Section] = import_module(module).run
+    return run
 
 
 def _selected(only: str | None) -> list[str]:
