@@ -34,10 +34,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import Ratio, Section, standalone, table
+from _common import ROOT, Ratio, Section, standalone, table
 from w3 import BASE_ENV, command
 
 from expkit import CorruptEnvironmentError, Environment, Status
+
+# The concurrent stepper of the tests, shared so that both run the same processes.
+sys.path.append(str(ROOT))
+from tests.helpers import STEPPER
 
 STEPS = 200
 KILLS, QUICK_KILLS = 1000, 60
@@ -86,20 +90,6 @@ def total(env):
 
 EXPECTED_TOTAL = sum(i * i for i in range(STEPS))
 ALL_STEPS = {f"s{i:03d}" for i in range(STEPS)} | {"total"}
-
-WRITER = """\
-import sys
-from expkit import task
-
-path, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-@task(name=f"step-{me}")
-def step(env, j):
-    env[f"{me}-{j}"] = j
-
-for j in range(count):
-    step(env=path, j=j)
-"""
 
 
 @dataclass
@@ -276,7 +266,7 @@ def concurrency(base: Path, writes: int) -> tuple[int, int, float]:
     Environment.create(base, "shared", symlink=False)
     begin = time.monotonic()
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{p}", str(writes)])
+        subprocess.Popen([sys.executable, "-c", STEPPER, str(path), f"p{p}", str(writes)])
         for p in range(WRITERS)
     ]
     codes = [writer.wait(timeout=600) for writer in writers]

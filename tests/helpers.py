@@ -8,6 +8,26 @@ import sys
 import textwrap
 from pathlib import Path
 
+#: A process that runs ``count`` steps named ``step-<me>`` on one environment,
+#: each committing its own key ``<me>-<j>``: ``python -c STEPPER PATH ME COUNT``.
+#: Several at once show that concurrent steps lose no update (the tests, and
+#: bench/faults.py at full size).
+STEPPER = textwrap.dedent(
+    """
+    import sys
+    from expkit import task
+
+    path, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+    @task(name=f"step-{me}")
+    def step(env, j):
+        env[f"{me}-{j}"] = j
+
+    for j in range(count):
+        step(env=path, j=j)
+    """
+)
+
 
 def run_python(
     code: str, *, cwd: Path | None = None, check: bool = True, timeout: float = 120

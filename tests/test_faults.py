@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from expkit import Environment, Status
+from tests.helpers import STEPPER
 
 pytestmark = pytest.mark.slow
 
@@ -135,23 +136,6 @@ def test_concurrent_writers_lose_no_update() -> None:
     env = Environment.load("shared")
     assert len(env) == 1000
     assert all(env[f"p{p}-{j}"] == j for p in range(4) for j in range(250))
-
-
-STEPPER = textwrap.dedent(
-    """
-    import sys
-    from expkit import task
-
-    path, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-    @task(name=f"step-{me}")
-    def step(env, j):
-        env[f"{me}-{j}"] = j
-
-    for j in range(count):
-        step(env=path, j=j)
-    """
-)
 
 
 def test_concurrent_steps_lose_no_update() -> None:
