@@ -1,7 +1,8 @@
 """Development sessions: ``nox -s tests`` (the default), lint, typecheck, docs, bench, build.
 
-Every session runs on the interpreter that runs nox, so CI and developers need no
-particular Python version installed. Dependencies come from ``pyproject.toml`` extras.
+Every session but ``compat`` runs on the interpreter that runs nox, so CI and
+developers need no particular Python version installed. Dependencies come from
+``pyproject.toml`` extras.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ ROOT = Path(__file__).resolve().parent
 # A bare `nox` runs only the tests; the other sessions are asked for by name.
 nox.options.sessions = ["tests"]
 
+#: The Python versions expkit supports (pyproject.toml's classifiers).
+SUPPORTED_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
 # Python sources that lint checks, when they exist (bench/ and experiments/ come later).
 LINT_CANDIDATES = ("src", "tests", "bench", "experiments", "docs", "noxfile.py")
 
@@ -27,6 +31,18 @@ def _existing(*names: str) -> list[str]:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite, slow fault-injection and Dask tests included."""
+    session.install("-e", ".[test,dask]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=SUPPORTED_PYTHONS)
+def compat(session: nox.Session) -> None:
+    """The test suite on each supported Python that nox finds (``nox -s compat``).
+
+    Nox looks for ``python3.10`` and so on; a missing one is skipped with a
+    warning. With pyenv, make them all visible at once, for instance
+    ``PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s compat``.
+    """
     session.install("-e", ".[test,dask]")
     session.run("pytest", *session.posargs)
 
