@@ -37,7 +37,7 @@ from pathlib import Path
 from _common import ROOT, Ratio, Section, standalone, table
 from w3 import BASE_ENV, command
 
-from expkit import CorruptEnvironmentError, Environment, Status
+from expkit import CorruptValueError, Environment, ExpkitError, Status
 
 # The concurrent stepper of the tests, shared so that both run the same processes.
 sys.path.append(str(ROOT))
@@ -153,16 +153,21 @@ class Experiment:
             return None
         try:
             env = Environment.load(self.where / "current")
-        except CorruptEnvironmentError as error:
-            tally.corrupt.append(f"{when}: {error}")
+        except ExpkitError as error:  # corrupt, half made, refused: whatever it is, a failure
+            tally.corrupt.append(f"{when}: {type(error).__name__}: {error}")
             self.fresh()
             return None
         done = {name for name, record in env.steps.items() if record.status is Status.DONE}
-        for name in done - {"total"}:
-            if env.get(f"k{name[1:]}") != int(name[1:]) ** 2:
-                tally.lost.append(f"{when}: {name} DONE without its value")
-        if "total" in done and env.get("total") != EXPECTED_TOTAL:
-            tally.lost.append(f"{when}: total DONE with {env.get('total')!r}")
+        expected = {f"k{name[1:]}": int(name[1:]) ** 2 for name in done - {"total"}}
+        if "total" in done:
+            expected["total"] = EXPECTED_TOTAL
+        for key, value in expected.items():
+            try:
+                found = env.get(key)
+            except CorruptValueError as error:
+                found = error
+            if found != value:
+                tally.lost.append(f"{when}: {key} is {found!r}, not {value!r}")
         lost_done = self.done - done
         if lost_done:
             tally.lost.append(f"{when}: DONE before, not now: {sorted(lost_done)[:5]}")
@@ -171,7 +176,10 @@ class Experiment:
 
 
 def kill_cycle(experiment: Experiment, tally: Tally, delay: float) -> None:
-    """One run of ``exp run``, SIGKILLed after ``delay`` seconds, then checked."""
+    """One run of ``exp run``, SIGKILLed after ``delay`` seconds, then checked.
+
+    A run that ended before its kill came is checked as a finished one.
+    """
     done_before = set(experiment.done)
     mark = experiment.log_size()
     with subprocess.Popen(
@@ -182,21 +190,25 @@ def kill_cycle(experiment: Experiment, tally: Tally, delay: float) -> None:
         stderr=subprocess.DEVNULL,
     ) as child:
         time.sleep(delay)
-        if child.poll() is not None:
-            tally.missed += 1  # the run had ended: no kill
-            experiment.check(tally, f"run that ended before its kill, after kill {tally.kills}")
-            return
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    tally.kills += 1
-    when = f"kill {tally.kills}"
+        killed = child.poll() is None
+        if killed:
+            child.send_signal(signal.SIGKILL)
+        code = child.wait()
+    if killed:
+        tally.kills += 1
+        when = f"kill {tally.kills}"
+    else:
+        tally.missed += 1
+        when = f"a run that ended before its kill, after kill {tally.kills}"
     started = experiment.bodies_started(mark)
     again = sorted(set(started) & done_before)
     if again:
         tally.rerun.append(f"{when}: {again[:5]}")
     experiment.check(tally, when)
-    if started and started[-1] not in experiment.done:
+    if killed and started and started[-1] not in experiment.done:
         tally.inside_a_step += 1
+    if not killed and (code != 0 or experiment.done != ALL_STEPS):
+        tally.unfinished.append(f"{when}: exit {code}, {len(experiment.done)} steps DONE")
 
 
 def finish_run(experiment: Experiment, tally: Tally, *, keep: bool = False) -> None:
