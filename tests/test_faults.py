@@ -180,3 +180,52 @@ def test_lock_of_killed_holder_is_released() -> None:
     env["after"] = os.getpid()
     env.dump()
     assert Environment.load("locked")["after"] == os.getpid()
+
+
+DIES_AT_COMPACTION = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    from expkit import Environment
+
+    env = Environment.load(sys.argv[1], durable=False)
+
+    def die(*args, **kwargs):
+        # The instant a compaction would rename its new journal over the old one.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.rename = die
+    for i in range(100):
+        print(i, flush=True)
+        env["big"] = str(i) * 40_000  # each commit appends ~80 KB: a compaction comes soon
+        env.dump()
+    """
+)
+
+
+def test_a_compaction_killed_before_its_rename_leaves_no_file_behind() -> None:
+    """A compaction SIGKILLed before its rename loses nothing; the next one removes its leftover."""
+    Environment.create(".", "compacting", symlink=False)
+    child = subprocess.run(
+        [sys.executable, "-c", DIES_AT_COMPACTION, "compacting"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    last = int(child.stdout.split()[-1])
+    directory = Path("compacting")
+    leftovers = [p.name for p in directory.iterdir() if p.name.startswith("env.compact-")]
+    assert len(leftovers) == 1  # what the killed compaction wrote
+    env = Environment.load(directory)
+    assert env["big"] == str(last) * 40_000  # the commit before the compaction is there
+    big_journal = (directory / "env").stat().st_size
+    env["after"] = 1
+    env.dump()  # its upkeep compacts again, and removes what the killed one left
+    assert [p.name for p in directory.iterdir() if p.name.startswith("env.compact-")] == []
+    assert (directory / "env").stat().st_size < big_journal
+    fresh = Environment.load(directory)
+    assert fresh["big"] == str(last) * 40_000
+    assert fresh["after"] == 1

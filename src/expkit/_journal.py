@@ -103,6 +103,8 @@ INDEX_EVERY = 16
 INDEX_SOON = 4
 _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
+#: A compaction writes the new journal under this prefix, then renames it.
+_COMPACT_PREFIX = f"{JOURNAL_NAME}.compact-"
 #: Replaced journals kept open for the views that still read them.
 _RETIRED_KEEP = 4
 #: What a step record is guessed to take in the journal, for compaction's planning.
@@ -802,7 +804,8 @@ class Journal:
         return None
 
     def _compact(self) -> dict[str, Stored]:
-        tmp = f"{JOURNAL_NAME}.compact-{os.getpid()}-{os.urandom(4).hex()}"
+        self._remove_abandoned_compactions()
+        tmp = f"{_COMPACT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
         )
@@ -844,6 +847,17 @@ class Journal:
         self._end = self._size = self._compacted = pos + _FRAME_SIZE + len(payload)
         self._commits_since_index = 0
         return moved
+
+    def _remove_abandoned_compactions(self) -> None:
+        """Delete the files of compactions killed before their rename (lock held).
+
+        A compaction runs under the lock, so none runs now: such a file, as
+        big as the live data, is litter the killed process could not remove.
+        """
+        for name in os.listdir(self._dir_fd):
+            if name.startswith(_COMPACT_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=self._dir_fd)
 
     def _write_index(self) -> None:
         # The index is a cache, rewritten in place and never fsynced: it is only
