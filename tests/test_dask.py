@@ -36,6 +36,7 @@ from expkit import (
     plan,
     task,
 )
+from expkit._dask_worker import steps_left_running
 from expkit._journal import digest_of
 from tests.helpers import run_python
 from tests.test_make import _interrupted_run, _log, _runs
@@ -718,3 +719,86 @@ def test_a_step_that_cannot_travel_fails_alone(address: str) -> None:
     assert "lock" in _error(report.steps["stuck"].error).message
     assert report.steps["fine"].status is Status.DONE
     assert Environment.load("e")["fine"] == 1
+
+
+LEFT_BEHIND = """\
+import os
+import time
+from pathlib import Path
+
+from expkit import task
+
+MARKS = Path(os.environ["MARKS"])
+
+
+@task
+def slow(env):
+    with open(MARKS / "started", "a") as log:
+        log.write("x")
+    # Held until the test releases it: the driver is killed meanwhile.
+    deadline = time.monotonic() + 120
+    while not (MARKS / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (MARKS / "finished").write_text("yes")
+    env["done"] = True
+
+
+@task(requires=[slow])
+def after(env):
+    env["after"] = env["done"]
+"""
+
+
+def test_a_step_a_dead_run_left_on_a_worker_is_not_run_again_beside_it(
+    address: str, client: Any, tmp_path: Path
+) -> None:
+    """Kill -9 of ``exp run`` on a cluster of its own: the step goes on on its worker.
+
+    Until it ends, the next run refuses to start it a second time (exit 1,
+    naming the worker); once it has ended, the next run runs it again, as
+    its outcome died with the first driver.
+    """
+    Path("expfile.py").write_text(LEFT_BEHIND)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "MARKS": str(marks)}
+    run = [str(EXP), "run", "--executor", "dask", "--address", address]
+    with subprocess.Popen(
+        run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as first:
+        deadline = time.monotonic() + 60
+        while not (marks / "started").exists():
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 1, f"{second.stdout}\n{second.stderr}"
+    shown = second.stdout + second.stderr
+    assert "'slow' is still running on Dask worker tcp://" in shown, shown
+    assert (marks / "started").read_text() == "x"  # not started beside the first
+    assert Environment.load("current").steps["slow"].status is not Status.DONE
+
+    def left_on_workers() -> list[str]:
+        where = str(Path("current").resolve())
+        answers = client.run(steps_left_running, where, "")
+        return [name for _, _, names in answers.values() for name in names]
+
+    assert left_on_workers() == ["slow"]
+    (marks / "release").touch()
+    deadline = time.monotonic() + 60
+    while left_on_workers():
+        assert time.monotonic() < deadline, "the step left behind never ended"
+        time.sleep(0.05)
+    assert (marks / "finished").exists()
+
+    third = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert third.returncode == 0, f"{third.stdout}\n{third.stderr}"
+    assert (marks / "started").read_text() == "xx"  # its first outcome died with the first driver
+    done = Environment.load("current")
+    assert done["after"] is True
+    assert {name: r.status for name, r in done.steps.items()} == {
+        "slow": Status.DONE,
+        "after": Status.DONE,
+    }

@@ -63,8 +63,14 @@ from ._dask_worker import (
     interrupt_steps,
     run_step,
     running_steps,
+    steps_left_running,
 )
-from ._errors import DaskUnavailableError, SchedulerUnreachableError, StepTimeoutError
+from ._errors import (
+    DaskUnavailableError,
+    SchedulerUnreachableError,
+    StepRunningError,
+    StepTimeoutError,
+)
 from ._executors import SLICE, Executor
 from ._journal import Stored, as_stored, digest_of
 from ._records import ErrorInfo
@@ -289,6 +295,19 @@ class DaskExecutor(Executor):
 
     def width(self) -> int | None:
         return None
+
+    def left_running(self, where: str) -> dict[str, str]:
+        if self._cluster is not None:
+            return {}  # this run's own cluster: no other run's steps on it
+        try:
+            answers = self._client.run(steps_left_running, where, self._run)
+        except Exception:  # noqa: BLE001 - a worker gone meanwhile: nothing known, nothing refused
+            return {}
+        found: dict[str, str] = {}
+        for worker, (host, pid, names) in answers.items():
+            for name in names:
+                found.setdefault(name, str(StepRunningError(name, host, pid, worker=worker)))
+        return found
 
     # -- submitting ---------------------------------------------------------------
 

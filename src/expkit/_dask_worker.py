@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import os
 import pickle
 import threading
 from collections import OrderedDict
@@ -46,6 +47,7 @@ __all__ = [
     "interrupt_steps",
     "run_step",
     "running_steps",
+    "steps_left_running",
 ]
 
 #: Worker-side cache of fetched blobs: this share of the worker's memory limit.
@@ -146,8 +148,9 @@ class _Cache:
 
 
 _CACHE = _Cache()
-#: Steps running in this worker process: task key -> thread ident.
-_RUNNING: dict[str, int] = {}
+#: Steps running in this worker process: task key -> (thread ident, run,
+#: environment directory, step name).
+_RUNNING: dict[str, tuple[int, str, str, str]] = {}
 _RUNNING_GUARD = threading.Lock()
 
 
@@ -318,7 +321,7 @@ def _attempt(task: Task, shipment: Shipment) -> Outcome | Lost:
     try:
         try:
             with _RUNNING_GUARD:
-                _RUNNING[ticket] = threading.get_ident()
+                _RUNNING[ticket] = (threading.get_ident(), shipment.run, shipment.resultdir, name)
             outcome = execute(job, view)
         finally:
             with _RUNNING_GUARD:
@@ -342,13 +345,31 @@ def interrupt_steps(tickets: list[str]) -> list[str]:
     hit = []
     with _RUNNING_GUARD:
         for ticket in tickets:
-            ident = _RUNNING.get(ticket)
-            if ident is not None:
+            running = _RUNNING.get(ticket)
+            if running is not None:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                    ctypes.c_ulong(running[0]), ctypes.py_object(KeyboardInterrupt)
                 )
                 hit.append(ticket)
     return hit
+
+
+def steps_left_running(resultdir: str, run: str) -> tuple[str, int, list[str]]:
+    """Run on each worker by ``client.run``: steps of this environment that other runs left here.
+
+    A run whose driver died leaves its running steps to go on to their end:
+    a Python thread cannot be stopped from outside, and their outcomes are
+    lost. Returns this worker's host, its pid, and those steps' names.
+    """
+    import socket  # only here: the worker's name, for the driver's message
+
+    with _RUNNING_GUARD:
+        names = [
+            name
+            for _, other, directory, name in _RUNNING.values()
+            if directory == resultdir and other != run
+        ]
+    return socket.gethostname(), os.getpid(), names
 
 
 def ignore_sigint_plugin(distributed: Any) -> Any:

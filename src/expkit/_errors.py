@@ -207,14 +207,24 @@ class StepRunningError(ExpkitError, RuntimeError):
 
     exit_code = 1
 
-    def __init__(self, step: str, host: str, pid: int) -> None:
+    def __init__(self, step: str, host: str, pid: int, *, worker: str | None = None) -> None:
         self.step = step
         self.host = host
         self.pid = pid
-        super().__init__(
-            f"step {step!r} is already running (pid {pid} on host {host}) — wait for it, "
-            "or stop that process; a dead owner is detected automatically"
-        )
+        #: The Dask worker still running it, when a run that died left it there.
+        self.worker = worker
+        if worker is None:
+            message = (
+                f"step {step!r} is already running (pid {pid} on host {host}) — wait for it, "
+                "or stop that process; a dead owner is detected automatically"
+            )
+        else:
+            message = (
+                f"step {step!r} is still running on Dask worker {worker} (pid {pid} on host "
+                f"{host}), left there by a run that died — wait for it to end, or restart "
+                "that worker, then run again"
+            )
+        super().__init__(message)
 
 
 class StepTimeoutError(ExpkitError, TimeoutError):

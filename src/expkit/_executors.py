@@ -80,6 +80,14 @@ class Executor:
     def interrupt(self) -> None:
         """Ask the running steps to stop (they report CANCELLED)."""
 
+    def left_running(self, where: str) -> dict[str, str]:  # noqa: ARG002 - for executors with remote workers
+        """Steps of the environment ``where`` still running on workers after their run died.
+
+        By name, why each must not start again yet. Local executors have none:
+        their workers die with the run. Asked once per run.
+        """
+        return {}
+
     def busy(self) -> bool:
         """Whether some submitted job has not reported yet."""
         return False

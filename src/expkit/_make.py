@@ -329,6 +329,8 @@ class _Driver:
         #: Steps recorded RUNNING and not yet handed to the executor: a Ctrl-C
         #: raised at the end of their claim's commit must still cancel them.
         self.unstarted: dict[str, Job] = {}
+        #: Steps a run that died left running on the executor's workers (asked once).
+        self.left_running: dict[str, str] | None = None
 
     # -- whole run ---------------------------------------------------------
 
@@ -604,12 +606,18 @@ class _Driver:
         started = clock() if moment is None else moment
         nodes = plan._nodes  # noqa: SLF001
         code = {job.name: nodes[job.name].step.code_fingerprint for job in batch}
+        if self.left_running is None:  # outside the commit's lock: it may ask the workers
+            self.left_running = self.executor.left_running(self.where)
+        left_running = self.left_running
 
         def claim() -> None:
             claimed.clear()
             refused.clear()
             steps = self.env._steps  # noqa: SLF001
             for job in batch:
+                if left_running and job.name in left_running:
+                    refused[job.name] = left_running[job.name]
+                    continue
                 # Only a RUNNING record is decoded, to see whether its owner lives.
                 previous = steps.get(job.name) if steps.status(job.name) is _RUNNING else None
                 other = previous.owner if previous is not None else None
