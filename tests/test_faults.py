@@ -229,3 +229,67 @@ def test_a_compaction_killed_before_its_rename_leaves_no_file_behind() -> None:
     fresh = Environment.load(directory)
     assert fresh["big"] == str(last) * 40_000
     assert fresh["after"] == 1
+
+
+# Starts a command with a limit on the size of the files it writes, the
+# signal that would kill it at the limit ignored (both survive exec): its
+# writes past the limit fail as they would on a full disk.
+LIMITED = textwrap.dedent(
+    """
+    import os
+    import resource
+    import signal
+    import sys
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.RLIM_INFINITY))
+    os.execv(sys.argv[2], sys.argv[2:])
+    """
+)
+
+BIG_STEP = textwrap.dedent(
+    """
+    from expkit import task
+
+    @task
+    def small(env):
+        env["small"] = 1
+
+    @task(requires=[small])
+    def big(env):
+        env["big"] = "x" * 200_000
+
+    @task(requires=[big])
+    def last(env):
+        env["last"] = len(env["big"])
+    """
+)
+
+
+def test_a_write_that_fails_names_the_journal_and_loses_nothing() -> None:
+    """A commit the disk refuses: the error names the journal; the run resumes once there is room."""
+    Path("expfile.py").write_text(BIG_STEP)
+    exp = str(Path(sys.executable).with_name("exp"))
+    full = subprocess.run(
+        [sys.executable, "-c", LIMITED, "60000", exp, "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert full.returncode == 2, full.stdout + full.stderr
+    journal = Path("current").resolve() / "env"
+    assert "nothing was committed" in full.stderr
+    assert str(journal) in full.stderr
+    assert "done      small" in full.stdout
+    assert journal.stat().st_size <= 60000
+    env = Environment.load("current")
+    assert env["small"] == 1
+    assert "big" not in env
+    assert env.steps["big"].status is Status.INTERRUPTED  # its process is gone
+    again = subprocess.run([exp, "run"], capture_output=True, text=True, check=False, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skip      1 step up to date: small" in again.stdout
+    done = Environment.load("current")
+    assert done["last"] == 200_000
+    assert {r.status for r in done.steps.values()} == {Status.DONE}

@@ -747,9 +747,14 @@ class Journal:
         head = _FRAME.pack(_FRAME_MAGIC, _COMMIT, len(payload), zlib.crc32(payload))
         frame = head + _CRC.pack(zlib.crc32(head)) + payload
         self._size = -1  # unknown until the write is whole
-        if chunks or os.pwrite(self._fd, frame, end) != len(frame):
-            chunks.append(frame)
-            _pwrite_all(self._fd, chunks, end)  # blobs, or a short write: all again
+        try:
+            if chunks or os.pwrite(self._fd, frame, end) != len(frame):
+                chunks.append(frame)
+                _pwrite_all(self._fd, chunks, end)  # blobs, or a short write: all again
+        except OSError as error:  # a full disk, a quota: say where, and that nothing is lost
+            # The bytes written are a torn tail: loads ignore it, the next append cuts it.
+            message = f"{error.strerror}; nothing was committed"
+            raise OSError(error.errno, message, str(self.path)) from error
         self._end = self._size = end = pos + len(frame)
         self._extend_since(frame, b"", blobs=bool(chunks))
         self._commits_since_index += 1
