@@ -28,11 +28,15 @@ def _existing(*names: str) -> list[str]:
     return [name for name in names if (ROOT / name).exists()]
 
 
+def _test_suite(session: nox.Session) -> None:
+    session.install("-e", ".[test,dask]")
+    session.run("pytest", *session.posargs)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite, slow fault-injection and Dask tests included."""
-    session.install("-e", ".[test,dask]")
-    session.run("pytest", *session.posargs)
+    _test_suite(session)
 
 
 @nox.session(python=SUPPORTED_PYTHONS)
@@ -43,8 +47,7 @@ def compat(session: nox.Session) -> None:
     warning. With pyenv, make them all visible at once, for instance
     ``PYENV_VERSION=3.11.7:3.10.13:3.12.1:3.13.0 nox -s compat``.
     """
-    session.install("-e", ".[test,dask]")
-    session.run("pytest", *session.posargs)
+    _test_suite(session)
 
 
 @nox.session

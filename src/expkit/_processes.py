@@ -127,17 +127,18 @@ class ProcessesExecutor(Executor):
         return os.cpu_count() or 1
 
     def submit(self, jobs: Sequence[Job], env: Environment) -> None:
-        where = (str(env.resultdir), env.durable)
-        self._queue.extend((job, where) for job in jobs)
+        # Where the worker opens the environment, and as durable as the run's.
+        opening = (str(env.resultdir), env.durable)
+        self._queue.extend((job, opening) for job in jobs)
         self._dispatch()
 
     def _dispatch(self) -> None:
         import cloudpickle
 
         while self._queue and (self._idle or len(self._busy) < self._count):
-            job, where = self._queue.popleft()
+            job, (where, durable) = self._queue.popleft()
             try:
-                payload = cloudpickle.dumps((*where, job), protocol=pickle.HIGHEST_PROTOCOL)
+                payload = cloudpickle.dumps((where, durable, job), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as error:  # noqa: BLE001 - the step cannot travel: it fails, the run goes on
                 self._ready.append(Outcome.failed(job, error))
                 continue

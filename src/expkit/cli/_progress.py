@@ -38,6 +38,8 @@ class Lines:
 
     def __init__(self, write: Callable[[str, str], None], *, verbose: int) -> None:
         self.write = write
+        #: The writer's own flush(), when it holds lines back (see :class:`_Plain`).
+        self._flush_writer: Callable[[], None] | None = getattr(write, "flush", None)
         self.verbose = verbose
         self.entries: dict[str, PlanEntry] = {}
         #: Sweep step -> [instances finished, instances to run].
@@ -45,9 +47,8 @@ class Lines:
 
     def flush(self) -> None:
         """Write out what the writer holds, if it holds anything (see :class:`_Plain`)."""
-        flush = getattr(self.write, "flush", None)
-        if flush is not None:
-            flush()
+        if self._flush_writer is not None:
+            self._flush_writer()
 
     def __call__(self, event: Event) -> None:
         """Show one event."""
