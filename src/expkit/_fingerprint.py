@@ -15,15 +15,18 @@ from one process to the next.
 
 from __future__ import annotations
 
-import ast
-import linecache
 import pickle
-import textwrap
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._journal import blake2b
+
+if TYPE_CHECKING:
+    import ast
+
+# `ast`, `linecache` and `textwrap` are imported where a function's source is
+# read, once per code object: every step imports this module, few parse code.
 
 __all__ = ["code_fingerprint", "params_fingerprint"]
 
@@ -34,6 +37,8 @@ def _hash(data: bytes) -> str:
 
 
 def _strip(tree: ast.AST) -> ast.AST:
+    import ast
+
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             node.decorator_list = []
@@ -62,6 +67,9 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
 
 
 def _source_fingerprint(fn: Callable[..., Any]) -> str:
+    import ast
+    import textwrap
+
     try:
         tree = _function_tree(fn)
         if tree is None:
@@ -92,6 +100,10 @@ def _function_tree(fn: Callable[..., Any]) -> ast.Module | None:
         return None
     if code.co_name == "<lambda>":
         return None  # an expression inside a line: no block of its own
+    import ast
+    import linecache
+    import textwrap
+
     filename = code.co_filename
     linecache.checkcache(filename)  # as inspect does: a file edited since is read again
     lines = linecache.getlines(filename, getattr(fn, "__globals__", None))

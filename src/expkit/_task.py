@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._environment import Environment
 from ._errors import CycleError, UnknownStepError
+from ._fingerprint import code_fingerprint, params_fingerprint
 from ._graph import check_acyclic
 from ._paths import default_root
 from ._records import Frozen
@@ -211,8 +212,6 @@ class Task(Generic[P, R]):
     @_cached
     def defaults_fingerprint(self) -> str | None:
         """The params fingerprint of a run given no params; ``None`` if some are required."""
-        from ._fingerprint import params_fingerprint
-
         defaults, required, _, _ = self._parameters
         return None if required else params_fingerprint(defaults)
 
@@ -240,8 +239,6 @@ class Task(Generic[P, R]):
     @_cached
     def code_fingerprint(self) -> str:
         """Changes when the function's source changes (formatting and docstrings aside)."""
-        from ._fingerprint import code_fingerprint
-
         return code_fingerprint(self.fn)
 
     # Typed loosely on purpose: ``env`` may be omitted, or given as a path,
