@@ -43,3 +43,36 @@ def test_cli_module_is_lazy() -> None:
         """
     ).stdout
     assert out.strip() == "False"
+
+
+def test_import_loads_neither_typing_nor_pathlib() -> None:
+    """``typing`` (with ``re``) and ``pathlib`` load when first needed, not with expkit.
+
+    Together they were a quarter of ``import expkit`` (50 ms budget, DESIGN.md
+    section 12). Only what a bare interpreter had not loaded already counts.
+    """
+    out = run_python(
+        """
+        import json, sys
+        before = set(sys.modules)
+        import expkit
+        print(json.dumps(sorted(set(sys.modules) - before)))
+        """
+    ).stdout
+    loaded = set(json.loads(out))
+    assert loaded & {"typing", "pathlib", "urllib.parse", "fnmatch", "ast", "inspect"} == set()
+    assert "expkit._task" in loaded  # the check saw expkit's modules load
+
+
+def test_first_use_loads_pathlib() -> None:
+    """Paths still come back as ``pathlib.Path`` once an environment is made."""
+    out = run_python(
+        """
+        import os, sys, tempfile
+        import expkit
+        os.chdir(tempfile.mkdtemp())
+        env = expkit.Environment.create("results", "one")
+        print(type(env.resultdir).__name__, env.resultdir.name, "pathlib" in sys.modules)
+        """
+    ).stdout
+    assert out.split() == ["PosixPath", "one", "True"]

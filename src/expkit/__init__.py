@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
-
 from ._environment import Environment
 from ._errors import (
     ConfigError,
@@ -27,6 +24,8 @@ from ._errors import (
 from ._records import ErrorInfo, Owner, StepRecord
 from ._status import Status
 from ._task import Task, TaskOptions, get_or_create_env, task
+from ._typing import TYPE_CHECKING as _TYPE_CHECKING
+from ._typing import Any as _Any
 
 if _TYPE_CHECKING:
     from ._executors import Executor

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
-from pathlib import Path
-from typing import Any, TypeVar, cast
 
 from ._errors import (
     CorruptEnvironmentError,
@@ -25,8 +24,14 @@ from ._paths import (
 from ._process import is_alive
 from ._records import StepRecord
 from ._status import Status
-from ._steps import StepRecords, StepsMixin, StoredState
+from ._steps import StepRecords, StepsMixin
 from ._tracking import current_tracker
+from ._typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._steps import StoredState
 
 __all__ = ["Environment"]
 
@@ -118,6 +123,8 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         to it atomically. An existing environment is never overwritten:
         :class:`EnvironmentExistsError`.
         """
+        from pathlib import Path  # loaded when first used: `import expkit` stays light
+
         root_path = Path(root)
         root_path.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = _fresh_directory(root_path) if name is None else root_path / name
@@ -142,10 +149,10 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
         """
         if path is None and not os.path.lexists(CURRENT_LINK):
             raise NoEnvironmentError(
-                CURRENT_LINK.absolute(),
+                os.path.abspath(CURRENT_LINK),
                 "no ./current link here; run a step with new=True, or pass env=",
             )
-        where = os.fspath(path) if path is not None else str(CURRENT_LINK)
+        where = os.fspath(path) if path is not None else CURRENT_LINK
         # Unless trusted, the journal refuses a directory or a journal file
         # others could write, before anything is unpickled.
         journal = Journal.open(where, durable=durable_default(durable), trust=trust)
@@ -681,19 +688,22 @@ class Environment(StepsMixin, MutableMapping[str, Any]):
                     raise UnknownStepError(task_name, self._steps)
                 state = self._steps.state(task_name)
             data = pickle.dumps((_EXPORT_TAG, _EXPORT_VERSION, None, {task_name: state}))
-        _write_file_atomically(Path(path), data)
+        _write_file_atomically(os.fspath(path), data)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Environment:
         """Import a file written by :meth:`to_file` (an in-memory environment)."""
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as exported:
+                data = exported.read()
         except FileNotFoundError:
             raise NoEnvironmentError(path, "no exported environment there") from None
         return cls.loads(data, source=str(path))
 
     def reload_config(self) -> None:
         """Re-read ``env["config_file"]`` (YAML) into ``env["config"]``, replacing it."""
+        from pathlib import Path
+
         from ._config import load_config  # YAML is imported only when used
 
         with self._lock:
@@ -728,8 +738,9 @@ def _fresh_directory(root: Path) -> Path:
     raise FileExistsError(msg)
 
 
-def _write_file_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+def _write_file_atomically(path: str, data: bytes) -> None:
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -738,5 +749,6 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
             os.fsync(out.fileno())  # before the rename, or a crash can leave an empty file
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise

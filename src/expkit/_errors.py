@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ._report import RunReport
 
 __all__ = [
@@ -49,6 +51,12 @@ __all__ = [
     "UnpicklableValueError",
     "UntrustedEnvironmentError",
 ]
+
+
+def _path(path: str | os.PathLike[str]) -> Path:
+    from pathlib import Path  # errors are rare: `import expkit` does not load pathlib
+
+    return Path(path)
 
 
 class ExpkitError(Exception):
@@ -81,7 +89,7 @@ class NoEnvironmentError(ExpkitError, FileNotFoundError):
     """No environment exists where one was expected."""
 
     def __init__(self, path: str | os.PathLike[str], hint: str | None = None) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         hint = hint or "run a step declared with new=True, or pass env= / --env"
         super().__init__(f"no environment at {self.path} — {hint}")
 
@@ -90,7 +98,7 @@ class EnvironmentExistsError(ExpkitError, FileExistsError):
     """An environment already exists where a new one was requested."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         super().__init__(
             f"an environment already exists at {self.path} — load it instead, "
             "or choose another name; expkit never overwrites one"
@@ -101,7 +109,7 @@ class UntrustedEnvironmentError(ExpkitError, PermissionError):
     """The environment is owned by someone else or writable by others."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         super().__init__(
             f"refusing to load {self.path}: {reason}; loading unpickles code, so check "
@@ -115,7 +123,7 @@ class CorruptEnvironmentError(ExpkitError, ValueError):
     def __init__(
         self, path: str | os.PathLike[str], reason: str, offset: int | None = None
     ) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         self.offset = offset
         where = f" at byte {offset}" if offset is not None else ""
@@ -130,7 +138,7 @@ class CorruptValueError(ExpkitError, ValueError):
 
     def __init__(self, key: str, path: str | os.PathLike[str], reason: str) -> None:
         self.key = key
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         super().__init__(
             f"the value of {key!r} in {self.path} cannot be read: {reason} — other keys are "
@@ -154,7 +162,7 @@ class ConfigError(ExpkitError, ValueError):
     """The configuration file is missing or is not valid YAML."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str, line: int | None = None) -> None:
-        self.path = Path(path)
+        self.path = _path(path)
         self.reason = reason
         self.line = line
         where = f"{self.path}:{line}" if line is not None else str(self.path)

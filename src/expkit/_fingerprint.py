@@ -18,9 +18,9 @@ from __future__ import annotations
 import pickle
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ._journal import blake2b
+from ._typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import ast

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import CycleError, UnknownStepError
 from ._instances import grid_points, instance_name, parse_selector, selects, step_done
+from ._typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from ._steps import StepsMixin

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ._status import Status
+from ._typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._steps import StepsMixin

@@ -45,8 +45,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, NamedTuple
 
 from ._errors import (
     CorruptEnvironmentError,
@@ -55,6 +53,10 @@ from ._errors import (
     UntrustedEnvironmentError,
 )
 from ._paths import untrusted_reason
+from ._typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -439,7 +441,7 @@ class Journal:
         reason = None if self._trust else untrusted_reason(info, self._uid)
         if reason is not None:
             os.close(fd)
-            raise UntrustedEnvironmentError(Path(self._where) / JOURNAL_NAME, reason)
+            raise UntrustedEnvironmentError(os.path.join(self._where, JOURNAL_NAME), reason)
         if self._fd >= 0:
             self._retire(self._fd)
         self._fd = fd
@@ -495,6 +497,8 @@ class Journal:
     @property
     def directory(self) -> Path:
         """Where the directory is now, even if it was moved since it was opened."""
+        from pathlib import Path  # built when asked: `import expkit` does not load pathlib
+
         try:
             live = os.readlink(f"/proc/self/fd/{self._dir_fd}")
         except OSError:

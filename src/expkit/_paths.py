@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-from datetime import datetime
-from pathlib import Path
 
 from ._errors import UntrustedEnvironmentError
+from ._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "CURRENT_LINK",
@@ -19,11 +21,15 @@ __all__ = [
     "untrusted_reason",
 ]
 
-CURRENT_LINK = Path("current")
+#: The link to the current environment, relative to the working directory
+#: (a string: ``pathlib`` loads when a path is first built, not at import).
+CURRENT_LINK = "current"
 
 
 def default_root() -> Path:
     """``$EXP_RESULTS``, else ``./results``."""
+    from pathlib import Path
+
     return Path(os.environ.get("EXP_RESULTS") or "results")
 
 
@@ -36,16 +42,21 @@ def durable_default(durable: bool | None) -> bool:  # noqa: FBT001 - a resolver 
 
 def timestamp_name() -> str:
     """``YYYY-MM-DDTHH-MM-SS`` in local time (safe in file names everywhere)."""
+    from datetime import datetime
+
     return datetime.now().astimezone().strftime("%Y-%m-%dT%H-%M-%S")
 
 
-def repoint(link: Path, target: Path) -> None:
+def repoint(link: str | Path, target: Path) -> None:
     """Point ``link`` at ``target`` atomically, whatever ``link`` was (even dangling).
 
     A temporary link is made beside it and renamed over it: a reader sees the
     old target or the new one, never no link. The link is relative when it
     can be, so moving the whole project keeps it valid.
     """
+    from pathlib import Path
+
+    link = Path(link)
     parent = link.parent if str(link.parent) else Path()
     if link.is_dir() and not link.is_symlink():
         msg = f"{link} is a real directory, not a link; move it away to let expkit manage it"

@@ -6,10 +6,13 @@ import pickle
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
 
 from ._errors import CorruptValueError
 from ._status import Status
+from ._typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._typing import Any
 
 __all__ = [
     "ErrorInfo",

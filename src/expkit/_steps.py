@@ -6,11 +6,11 @@ import threading
 import types
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, Protocol
 
 from ._journal import PackedState, unpacked
 from ._records import StepRecord
 from ._status import Status
+from ._typing import Any, NamedTuple, Protocol
 
 __all__ = ["Brief", "StepRecords", "StepsMixin", "StoredState", "step_name"]
 

@@ -7,8 +7,6 @@ import os
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._environment import Environment
 from ._errors import CycleError, UnknownStepError
@@ -16,6 +14,7 @@ from ._fingerprint import code_fingerprint, params_fingerprint
 from ._graph import check_acyclic
 from ._paths import default_root
 from ._records import Frozen
+from ._typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
     import inspect
@@ -271,6 +270,8 @@ def resolve_env(
         return Environment.load()
     if not new:
         return Environment.load(env)  # no Path built: this is each direct call's path
+    from pathlib import Path  # loaded when first used: `import expkit` stays light
+
     path = Path(env)
     if not path.is_file() and not (path / "env").exists():
         return Environment.create(path.parent, path.name, symlink=symlink)
@@ -295,6 +296,8 @@ def get_or_create_env(
         if new:
             return Environment.create(default_root(), symlink=symlink, durable=durable)
         return Environment.load(durable=durable)
+    from pathlib import Path
+
     path = Path(env_name)
     if new:
         return Environment.create(path.parent, path.name, symlink=symlink, durable=durable)

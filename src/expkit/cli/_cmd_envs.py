@@ -42,7 +42,8 @@ def envs(
     if not found:
         print(f"no environments under {shown_path(root)}/ — `exp run` makes one")  # noqa: T201
         return
-    current = CURRENT_LINK.resolve() if CURRENT_LINK.exists() else None
+    link = Path(CURRENT_LINK)
+    current = link.resolve() if link.exists() else None
     rows = []
     for path in found:
         try:

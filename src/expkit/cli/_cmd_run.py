@@ -212,7 +212,7 @@ def _environment(state: State, *, new: bool, resume_from: Path | None) -> Enviro
         return fresh
     if new:
         return create()
-    where = state.env if state.env is not None else CURRENT_LINK
+    where = state.env if state.env is not None else Path(CURRENT_LINK)
     return Environment.load(where) if env_exists(where) else create()
 
 

@@ -332,7 +332,7 @@ def open_env(state: State, *, required: bool = True) -> Environment | None:
     from expkit import Environment, NoEnvironmentError
     from expkit._paths import CURRENT_LINK
 
-    where = state.env if state.env is not None else CURRENT_LINK
+    where = state.env if state.env is not None else Path(CURRENT_LINK)
     if not env_exists(where):
         if not required:
             return None
@@ -341,7 +341,7 @@ def open_env(state: State, *, required: bool = True) -> Environment | None:
             "`exp use ENV` selects one"
         )
         if state.env is None:
-            raise NoEnvironmentError(CURRENT_LINK.absolute(), f"no ./current link here; {hint}")
+            raise NoEnvironmentError(where.absolute(), f"no ./current link here; {hint}")
         raise NoEnvironmentError(state.env, hint)
     return Environment.load(where)
 
