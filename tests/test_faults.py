@@ -231,6 +231,52 @@ def test_a_compaction_killed_before_its_rename_leaves_no_file_behind() -> None:
     assert fresh["after"] == 1
 
 
+DIES_AFTER_LINKING_THE_JOURNAL = textwrap.dedent(
+    """
+    import os
+    import signal
+    import sys
+    from expkit import Environment
+
+    def die(*args, **kwargs):
+        # The instant a creator, its file linked as the journal, would remove its own name.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    os.unlink = die
+    Environment.create(".", sys.argv[1], symlink=False, durable=False)
+    """
+)
+
+
+def test_a_creator_killed_after_linking_leaves_no_second_name_after_compaction() -> None:
+    """A creator's leftover name of the journal goes at the next compaction, not its space."""
+    child = subprocess.run(
+        [sys.executable, "-c", DIES_AFTER_LINKING_THE_JOURNAL, "created"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    directory = Path("created")
+    journal = directory / "env"
+    (leftover,) = [p for p in directory.iterdir() if p.name.startswith("env.new-")]
+    assert leftover.stat().st_ino == journal.stat().st_ino  # a second name of the journal
+    unrelated = directory / "env.new-1-00000000"  # another creator's, not yet linked
+    unrelated.write_bytes(b"")
+    env = Environment.load(directory, durable=False)
+    first = journal.stat().st_ino
+    for i in range(100):
+        env["big"] = str(i) * 40_000  # ~80 KB a commit: a compaction comes soon
+        env.dump()
+        if journal.stat().st_ino != first:
+            break
+    assert journal.stat().st_ino != first  # compacted: a new file under the name
+    assert not leftover.exists()  # which would have kept the old file's space
+    assert unrelated.exists()
+    assert Environment.load(directory)["big"] == str(i) * 40_000
+
+
 # Starts a command with a limit on the size of the files it writes, the
 # signal that would kill it at the limit ignored (both survive exec): its
 # writes past the limit fail as they would on a full disk.

@@ -107,6 +107,7 @@ _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 #: A compaction writes the new journal under this prefix, then renames it.
 _COMPACT_PREFIX = f"{JOURNAL_NAME}.compact-"
+_NEW_PREFIX = f"{JOURNAL_NAME}.new-"
 #: Replaced journals kept open for the views that still read them.
 _RETIRED_KEEP = 4
 #: What a step record is guessed to take in the journal, for compaction's planning.
@@ -360,7 +361,7 @@ class Journal:
         """Make ``path`` and an empty journal in it; refuses an existing one."""
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         dir_fd = _open_dir(path)
-        tmp = f"{JOURNAL_NAME}.new-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = f"{_NEW_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             _write_all(fd, [_HEADER])
@@ -813,7 +814,7 @@ class Journal:
         return None
 
     def _compact(self) -> dict[str, Stored]:
-        self._remove_abandoned_compactions()
+        self._remove_abandoned_files()
         tmp = f"{_COMPACT_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=self._dir_fd
@@ -857,15 +858,24 @@ class Journal:
         self._commits_since_index = 0
         return moved
 
-    def _remove_abandoned_compactions(self) -> None:
-        """Delete the files of compactions killed before their rename (lock held).
+    def _remove_abandoned_files(self) -> None:
+        """Delete what killed processes left beside the journal (lock held, before compacting).
 
-        A compaction runs under the lock, so none runs now: such a file, as
-        big as the live data, is litter the killed process could not remove.
+        - A compaction's file, killed before its rename: a compaction runs
+          under the lock, so none runs now; the file is as big as the live data.
+        - A creator's file, killed after linking it as the journal and before
+          removing its own name: a second name of this journal, which would
+          keep the old journal's space once the compaction replaces it. Only
+          a name of this very file goes: another process's creation may
+          still be under way.
         """
         for name in os.listdir(self._dir_fd):
-            if name.startswith(_COMPACT_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
+                if name.startswith(_COMPACT_PREFIX) or (
+                    name.startswith(_NEW_PREFIX)
+                    and os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False).st_ino
+                    == self._ino
+                ):
                     os.unlink(name, dir_fd=self._dir_fd)
 
     def _write_index(self) -> None:
