@@ -204,18 +204,23 @@ DIES_AT_COMPACTION = textwrap.dedent(
 )
 
 
-def test_a_compaction_killed_before_its_rename_leaves_no_file_behind() -> None:
-    """A compaction SIGKILLed before its rename loses nothing; the next one removes its leftover."""
-    Environment.create(".", "compacting", symlink=False)
+def _killed_child(script: str, *args: str) -> str:
+    """Run ``script`` in a real child process that SIGKILLs itself; its standard output."""
     child = subprocess.run(
-        [sys.executable, "-c", DIES_AT_COMPACTION, "compacting"],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    last = int(child.stdout.split()[-1])
+    return child.stdout
+
+
+def test_a_compaction_killed_before_its_rename_leaves_no_file_behind() -> None:
+    """A compaction SIGKILLed before its rename loses nothing; the next one removes its leftover."""
+    Environment.create(".", "compacting", symlink=False)
+    last = int(_killed_child(DIES_AT_COMPACTION, "compacting").split()[-1])
     directory = Path("compacting")
     leftovers = [p.name for p in directory.iterdir() if p.name.startswith("env.compact-")]
     assert len(leftovers) == 1  # what the killed compaction wrote
@@ -250,14 +255,7 @@ DIES_AFTER_LINKING_THE_JOURNAL = textwrap.dedent(
 
 def test_a_creator_killed_after_linking_leaves_no_second_name_after_compaction() -> None:
     """A creator's leftover name of the journal goes at the next compaction, not its space."""
-    child = subprocess.run(
-        [sys.executable, "-c", DIES_AFTER_LINKING_THE_JOURNAL, "created"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert child.returncode == -signal.SIGKILL, child.stderr
+    _killed_child(DIES_AFTER_LINKING_THE_JOURNAL, "created")
     directory = Path("created")
     journal = directory / "env"
     (leftover,) = [p for p in directory.iterdir() if p.name.startswith("env.new-")]

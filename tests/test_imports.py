@@ -46,9 +46,9 @@ def test_cli_module_is_lazy() -> None:
 
 
 def test_import_loads_neither_typing_nor_pathlib() -> None:
-    """``typing`` (with ``re``) and ``pathlib`` load when first needed, not with expkit.
+    """``typing`` and ``pathlib`` load when first needed, not with expkit.
 
-    Together they were a quarter of ``import expkit`` (50 ms budget, DESIGN.md
+    Together they were nearly a third of ``import expkit`` (50 ms budget, DESIGN.md
     section 12). Only what a bare interpreter had not loaded already counts.
     """
     out = run_python(

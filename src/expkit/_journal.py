@@ -107,6 +107,7 @@ _CHUNK = 64 * 1024
 _COMPACT_SLACK = 256 * 1024
 #: A compaction writes the new journal under this prefix, then renames it.
 _COMPACT_PREFIX = f"{JOURNAL_NAME}.compact-"
+#: A creation writes the empty journal under this prefix, then links it as the journal.
 _NEW_PREFIX = f"{JOURNAL_NAME}.new-"
 #: Replaced journals kept open for the views that still read them.
 _RETIRED_KEEP = 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import datetime
 
 from ._errors import UntrustedEnvironmentError
 from ._typing import TYPE_CHECKING
@@ -42,8 +43,6 @@ def durable_default(durable: bool | None) -> bool:  # noqa: FBT001 - a resolver 
 
 def timestamp_name() -> str:
     """``YYYY-MM-DDTHH-MM-SS`` in local time (safe in file names everywhere)."""
-    from datetime import datetime
-
     return datetime.now().astimezone().strftime("%Y-%m-%dT%H-%M-%S")
 
 

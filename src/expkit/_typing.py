@@ -1,8 +1,8 @@
 """The ``typing`` names expkit's modules use, without importing ``typing``.
 
-``typing`` imports ``re``; with ``pathlib`` (which ``re`` also pulls in) that
-is a quarter of ``import expkit``, whose budget is 50 ms (DESIGN.md section
-12). Type checkers take ``TYPE_CHECKING`` as true and see the real names.
+``typing`` and ``pathlib`` (with the ``urllib.parse`` and ``fnmatch`` it
+loads) were nearly a third of ``import expkit``, whose budget is 50 ms (DESIGN.md
+section 12). Type checkers take ``TYPE_CHECKING`` as true and see the real names.
 At run time annotations are strings (``from __future__ import annotations``)
 and these stand-ins do the little the modules ask of them: base classes,
 type variables, ``overload`` and ``cast``.
