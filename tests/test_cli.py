@@ -459,6 +459,74 @@ class TestLiveLines:
         assert proc.returncode == 0
         assert "done      waiting" in rest
 
+    @pytest.mark.parametrize(
+        "start",
+        [
+            'subprocess.run(["echo", "from a program"], check=True)',
+            'os.system("echo from a program")',
+        ],
+    )
+    def test_start_line_before_a_program_the_step_starts(self, start: str) -> None:
+        """A program writes to the pipe directly: the step's start line, held back, is out first."""
+        Path("expfile.py").write_text(
+            textwrap.dedent(
+                f"""
+                import os
+                import subprocess
+                from expkit import task
+
+                @task
+                def first():
+                    pass
+
+                @task(requires=[first])
+                def program():
+                    {start}
+                """
+            )
+        )
+        lines = exp("run").stdout.splitlines()
+        # "start program" follows "done first" at once: it is held, not written, when the
+        # program starts, unless starting a program writes the held lines.
+        assert lines.index("from a program") == lines.index("start     program  (never run)") + 1
+
+    def test_start_line_of_a_silent_step_shows_while_it_runs(self) -> None:
+        """Held lines are written within a tenth of a second, without any output to push them."""
+        Path("expfile.py").write_text(
+            textwrap.dedent(
+                """
+                import time
+                from pathlib import Path
+                from expkit import task
+
+                @task
+                def first():
+                    pass
+
+                @task(requires=[first])
+                def silent():
+                    deadline = time.monotonic() + 60  # the test lets it go long before
+                    while not Path("go").exists() and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    Path("ended").touch()
+                """
+            )
+        )
+        with subprocess.Popen(
+            [str(EXP), "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            seen: list[str] = []
+            while not seen or not seen[-1].startswith("start     silent"):
+                line = proc.stdout.readline()
+                assert line, f"exp ended before the step's start line: {seen}"
+                seen.append(line.rstrip("\n"))
+            assert not Path("ended").exists(), "the line came only once the step had ended"
+            Path("go").touch()
+            rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert "done      silent" in rest
+
 
 class TestInterrupt:
     """Ctrl-C during exp run: exit 130, the step CANCELLED, the resume command, nothing lost."""

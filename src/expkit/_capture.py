@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, TextIO
 from ._errors import ExpkitError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._environment import Environment
 
 __all__ = ["LOG_DIR", "MARKER", "StepLog", "capturing", "log_path"]
@@ -119,6 +121,11 @@ class StepLog:
 _local = threading.local()
 _install_lock = threading.Lock()
 
+#: Called before each write through the routing streams, when set: a display
+#: that holds lines back (``exp run``'s plain lines) writes them out first, so
+#: they still come before what follows them.
+before_output: Callable[[], None] | None = None
+
 
 def _current() -> StepLog | None:
     log: StepLog | None = getattr(_local, "log", None)
@@ -133,6 +140,9 @@ class _Router(io.TextIOBase):
         self.target = target
 
     def write(self, text: str) -> int:
+        hook = before_output
+        if hook is not None:
+            hook()
         log = _current()
         if log is None:
             return self.target.write(text)

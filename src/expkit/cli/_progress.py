@@ -12,11 +12,15 @@ break.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from expkit import _capture as capture
 from expkit._events import PlanReady, StepFinished, StepStarted
 
 from ._common import STATUS_STYLES, is_terminal
@@ -107,27 +111,102 @@ class Lines:
 
 
 class _Plain:
-    """Plain lines to stdout, written out in one go each time the run flushes its observer.
+    """Plain lines to stdout, written in batches: at most about ten writes a second.
 
-    The run flushes before it starts or waits for a step, so each line shows
-    before anything that could take long, yet a step that ends and the next
-    that starts make one write (a write to a pipe costs tens of microseconds).
+    A write to a pipe costs tens of microseconds, more than a no-op step, so
+    the lines of steps that end and start in quick succession are held and
+    written together. A held line still shows before what follows it, and
+    soon:
+
+    - at once when the run flushes (before it starts or waits for a step) and
+      the last write is :data:`HOLD` seconds old; otherwise a timer writes
+      them when it is: a long step's start line shows within ``HOLD``;
+    - before anything written through ``sys.stdout`` or ``sys.stderr`` (the
+      step's own output, logging, a traceback);
+    - before this process starts a program (see :func:`_hold_for_programs`),
+      whose output would otherwise overtake them.
+
+    Only for steps run in this process: a worker process writes to the
+    terminal itself, unseen, so with workers (``hold=False``) each flush
+    writes at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, hold: bool) -> None:
         self._lines: list[str] = []
+        self._hold = HOLD if hold else 0.0
+        # Reentrant: writing the lines goes through the routing stream, which calls back.
+        self._lock = threading.RLock()
+        self._written = -math.inf  # time.monotonic() of the last write
+        self._timer_set = False
 
     def __call__(self, text: str, _style: str) -> None:
-        self._lines.append(text)
+        with self._lock:
+            self._lines.append(text)
 
     def flush(self) -> None:
-        """Write the lines held so far."""
-        if self._lines:
+        """The run is about to start or wait for a step: write the held lines, or soon."""
+        with self._lock:
+            if not self._lines:
+                return
+            wait = self._written + self._hold - time.monotonic()
+            if wait <= 0:
+                self.write_held()
+            elif not self._timer_set:
+                self._timer_set = True
+                timer = threading.Timer(wait, self._on_timer)
+                timer.daemon = True  # the run's end writes what is left
+                timer.start()
+
+    def write_held(self) -> None:
+        """Write the lines held so far, now."""
+        with self._lock:
+            if not self._lines:
+                return
             text = "\n".join(self._lines) + "\n"
             self._lines.clear()
+            self._written = time.monotonic()
             stream = sys.stdout
             stream.write(text)
             stream.flush()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer_set = False
+            self.write_held()
+
+
+#: Seconds plain lines may be held (see :class:`_Plain`): a tenth, as tqdm's refresh.
+HOLD = 0.1
+
+_SPAWNS = frozenset(
+    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
+)
+_holding: _Plain | None = None
+_audited = False
+
+
+def _hold_for_programs(plain: _Plain | None) -> None:
+    """Make ``plain`` write its held lines before this process starts a program.
+
+    A program a step starts writes to the terminal directly: its output would
+    overtake the step's held start line. Python raises an audit event before
+    it starts one; a hook (installed once, for good: the ``exp`` process is
+    ours) writes the held lines then. ``None``: no display holds lines.
+    """
+    global _holding, _audited  # noqa: PLW0603 - one display per process
+    _holding = plain
+    capture.before_output = None if plain is None else plain.write_held
+    if plain is not None and not _audited:
+        _audited = True
+        sys.addaudithook(_on_audit_event)
+
+
+def _on_audit_event(event: str, _args: tuple[object, ...]) -> None:
+    # Called for every audited event of the process: keep the common path short.
+    if event in _SPAWNS:
+        plain = _holding
+        if plain is not None:
+            plain.write_held()
 
 
 def _grouped(entries: Iterable[PlanEntry]) -> list[tuple[str, str, list[str]]]:
@@ -163,11 +242,13 @@ def display(*, quiet: bool, verbose: int, live: bool) -> Iterator[Observer | Non
     if quiet:
         yield None
     elif not is_terminal():
-        plain = _Plain()
+        plain = _Plain(hold=live)
+        _hold_for_programs(plain)
         try:
             yield Lines(plain, verbose=verbose)
         finally:
-            plain.flush()
+            _hold_for_programs(None)
+            plain.write_held()
     elif not live:
         from rich.console import Console
         from rich.text import Text
