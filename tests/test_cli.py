@@ -612,6 +612,23 @@ class TestCommand:
         )
         assert completion.stdout.split() == ["bench"]
 
+    def test_command_annotations_are_objects(self) -> None:
+        """The commands are read by typer at each start: strings it would compile and evaluate."""
+        import importlib
+        import inspect
+
+        from expkit.cli import _app, _complete
+
+        commands = [
+            getattr(importlib.import_module(module, "expkit.cli"), function)
+            for module, function in _app._COMMANDS.values()
+        ]
+        for function in [*commands, _app.main, _complete.complete_step]:
+            annotations = inspect.get_annotations(function)
+            assert annotations, function
+            strings = [name for name, value in annotations.items() if isinstance(value, str)]
+            assert not strings, f"{function.__qualname__}: {strings}"
+
     def test_cli_reference_is_generated(self) -> None:
         """docs/reference/cli.md is what docs/gen_cli_reference.py writes from the app."""
         script = Path(__file__).resolve().parent.parent / "docs" / "gen_cli_reference.py"

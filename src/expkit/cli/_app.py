@@ -7,8 +7,6 @@ loads neither the planner, rich, YAML nor the experiment. A command is built
 ``exp run`` builds ``run`` alone, ``exp --help`` all of them.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Iterator, MutableMapping
 from importlib import import_module
 from typing import Any

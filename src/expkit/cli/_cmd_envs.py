@@ -1,7 +1,5 @@
 """``exp envs`` lists the environments under the results directory; ``exp use`` picks one."""
 
-from __future__ import annotations
-
 from collections import Counter
 from pathlib import Path
 from typing import Annotated

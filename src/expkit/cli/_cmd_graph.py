@@ -1,14 +1,12 @@
 """``exp graph``: the dependency graph, coloured by status."""
 
-from __future__ import annotations
-
 import enum
 import re
 from typing import Annotated
 
 import typer
 
-from ._cmd_run import Targets  # noqa: TC001 - typer reads the annotations at run time
+from ._cmd_run import Targets
 from ._common import (
     STATUS_STYLES,
     EnvOption,

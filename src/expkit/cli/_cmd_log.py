@@ -1,7 +1,5 @@
 """``exp log``: what a step printed and logged, kept in ``logs/<step>.log``."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated

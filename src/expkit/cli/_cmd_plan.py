@@ -1,12 +1,10 @@
 """``exp plan``: what a run would do and why; runs nothing, writes nothing."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Any
 
-import typer  # noqa: TC002 - typer reads the annotations at run time
+import typer
 
-from ._cmd_run import ForceOption, ParamOption, Targets  # noqa: TC001 - as above
+from ._cmd_run import ForceOption, ParamOption, Targets
 from ._common import (
     EnvOption,
     FileOption,
@@ -57,7 +55,7 @@ def plan_for(
     params: dict[str, dict[str, Any]],
     *,
     new: bool = False,
-) -> Plan:
+) -> "Plan":
     """The plan against the environment, or against nothing on record."""
     from expkit._plan import make_plan
     from expkit._task import registry

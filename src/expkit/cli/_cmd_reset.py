@@ -1,7 +1,6 @@
 """``exp reset``: mark steps PENDING, so that the next run runs them again."""
 
-from __future__ import annotations
-
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,8 +18,6 @@ from ._common import (
 from ._complete import complete_step
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
-
     from expkit import Task
 
 __all__ = ["reset"]
@@ -109,7 +106,7 @@ def _matching(name: str, records: Collection[str]) -> list[str]:
     return found
 
 
-def _dependents(steps: set[str], registry: Mapping[str, Task[Any, Any]]) -> list[str]:
+def _dependents(steps: set[str], registry: "Mapping[str, Task[Any, Any]]") -> list[str]:
     """Every step that requires one of ``steps``, directly or not, in declaration order."""
     below: set[str] = set()
     changed = True

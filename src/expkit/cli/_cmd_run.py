@@ -1,7 +1,5 @@
 """``exp run``: make the targets, showing progress; Ctrl-C leaves a resumable environment."""
 
-from __future__ import annotations
-
 import enum
 import shlex
 import time
@@ -194,12 +192,12 @@ def run(
     raise typer.Exit(_outcome(report, state, time.monotonic() - start))
 
 
-def _environment(state: State, *, new: bool, resume_from: Path | None) -> Environment:
+def _environment(state: State, *, new: bool, resume_from: Path | None) -> "Environment":
     """The environment of the run; a new one when asked, or when there is none."""
     from expkit import Environment
     from expkit._paths import CURRENT_LINK, default_root
 
-    def create() -> Environment:
+    def create() -> "Environment":
         if state.env is None:
             return Environment.create(default_root())
         return Environment.create(state.env.parent, state.env.name)
@@ -217,7 +215,7 @@ def _environment(state: State, *, new: bool, resume_from: Path | None) -> Enviro
 
 
 def _configure(
-    env: Environment,
+    env: "Environment",
     config: Path | None,
     config_data: dict[str, Any] | None,
     overrides: list[tuple[list[str], Any]],
@@ -248,7 +246,7 @@ def _configure(
     env.dump()
 
 
-def _resume_command(state: State, asked: _Run, env: Environment) -> str:
+def _resume_command(state: State, asked: _Run, env: "Environment") -> str:
     """The ``exp run`` command that goes on with this run, in this environment."""
     words = ["exp"]
     if state.file:
@@ -272,7 +270,7 @@ def _resume_command(state: State, asked: _Run, env: Environment) -> str:
     return shlex.join(words)
 
 
-def _make(state: State, env: Environment, asked: _Run) -> RunReport:
+def _make(state: State, env: "Environment", asked: _Run) -> "RunReport":
     from expkit import make
 
     from ._progress import display
@@ -297,7 +295,7 @@ def _make(state: State, env: Environment, asked: _Run) -> RunReport:
         )
 
 
-def _outcome(report: RunReport, state: State, elapsed: float) -> int:
+def _outcome(report: "RunReport", state: State, elapsed: float) -> int:
     """Print how the run went; the exit status (0: all done, 1: a step is not)."""
     from ._progress import seconds
 

@@ -1,7 +1,5 @@
 """``exp show``: the environment's data, as short reprs, or one key in full."""
 
-from __future__ import annotations
-
 import difflib
 import reprlib
 from typing import Annotated, Any

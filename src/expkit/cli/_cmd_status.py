@@ -1,12 +1,10 @@
 """``exp status``: every step of the environment, with its status, attempts, time and error."""
 
-from __future__ import annotations
-
 from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import typer  # noqa: TC002 - typer reads the annotations at run time
+import typer
 
 from ._common import (
     EnvOption,
@@ -80,7 +78,7 @@ def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _row(record: StepRecord) -> tuple[str, str, str, str, str, str]:
+def _row(record: "StepRecord") -> tuple[str, str, str, str, str, str]:
     from ._progress import seconds
 
     return (
@@ -95,7 +93,7 @@ def _row(record: StepRecord) -> tuple[str, str, str, str, str, str]:
     )
 
 
-def _as_json(record: StepRecord) -> dict[str, Any]:
+def _as_json(record: "StepRecord") -> dict[str, Any]:
     error = record.error
     return {
         "name": record.name,

@@ -1,7 +1,5 @@
 """Shell completion of step names (typer's ``--install-completion`` sets the shell up)."""
 
-from __future__ import annotations
-
 import contextlib
 import io
 from typing import Any
