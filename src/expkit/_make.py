@@ -507,13 +507,16 @@ class _Driver:
 
         try:
             while (ready and not self.stopped) or running or delayed:
-                now = time.monotonic()
-                batch = take(self.capacity - len(running))
-                retry: list[Job] = []
-                while delayed and delayed[0][0] <= now:
-                    retry.append(heapq.heappop(delayed)[2])
-                claimed, refused = self._claim(batch, plan) if batch else ([], {})
-                start(claimed, refused, retry)
+                room = self.capacity - len(running)
+                # Full (one step at a time: after every step), nothing to start here.
+                if (room > 0 and ready) or delayed:
+                    batch = take(room)
+                    retry: list[Job] = []
+                    now = time.monotonic()
+                    while delayed and delayed[0][0] <= now:
+                        retry.append(heapq.heappop(delayed)[2])
+                    claimed, refused = self._claim(batch, plan) if batch else ([], {})
+                    start(claimed, refused, retry)
                 self._flush_observer()  # the run now waits: what was said shows
                 if not running:
                     if delayed:
@@ -679,9 +682,12 @@ class _Driver:
                     elif key in env:
                         del env[key]
             env._commit(before=records, sync=False, label="run")  # noqa: SLF001
-            ACTIVE.difference_update((self.where, outcome.name) for outcome in finals)
-            ACTIVE.update((self.where, job.name) for job in claimed)
-            self.unstarted.update((job.name, job) for job in claimed)
+            where = self.where
+            for outcome in finals:
+                ACTIVE.discard((where, outcome.name))
+            for job in claimed:
+                ACTIVE.add((where, job.name))
+                self.unstarted[job.name] = job
         self.sync.committed()
         self._note(finals, skipped, refused)
         return claimed, refusing
@@ -730,10 +736,10 @@ class _Driver:
         self, finals: list[Outcome], skipped: dict[str, str], refused: Mapping[str, str]
     ) -> None:
         """Keep what the report will say."""
-        self.settled.update(outcome.name for outcome in finals)
         self.settled.update(skipped)
         steps = self.env._steps  # noqa: SLF001
         for outcome in finals:
+            self.settled.add(outcome.name)
             duration = None
             if outcome.name in steps:
                 state = steps.state(outcome.name)
@@ -754,8 +760,11 @@ class _Driver:
             self.outcomes[name] = StepOutcome(
                 name, Status.RUNNING, ran=False, error=busy, reason=reason
             )
-        for name in [*(outcome.name for outcome in finals), *skipped, *refused]:
-            self._emit(StepFinished(self.outcomes[name]))
+        if self.on_event is not None:
+            for outcome in finals:
+                self._emit(StepFinished(self.outcomes[outcome.name]))
+            for name in [*skipped, *refused]:
+                self._emit(StepFinished(self.outcomes[name]))
 
     def _emit(self, event: Event) -> None:
         """Tell the observer; one that raises is reported and not called again."""

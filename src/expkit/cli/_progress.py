@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from expkit import _capture as capture
 from expkit._events import PlanReady, StepFinished, StepStarted
+from expkit._status import Status
 
 from ._common import STATUS_STYLES, is_terminal
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Lines", "display", "seconds"]
 
+#: A line's first column: the status, padded.
+_STATUS_COLUMN = {status.value: f"{status.value:<9} " for status in Status}
 #: At most this many names on the line that sums up the steps already up to date.
 _SHOWN = 4
 _UP_TO_DATE = "up to date"
@@ -89,12 +92,12 @@ class Lines:
         """A step is running."""
         entry = self.entries.get(name)
         why = f"attempt {attempt}" if attempt > 1 else (entry.reason if entry else "")
-        self.write(f"{'start':<9} {name}" + (f"  ({why})" if why else ""), "cyan")
+        self.write(f"start     {name}  ({why})" if why else f"start     {name}", "cyan")
 
     def finished(self, outcome: StepOutcome) -> None:
         """A step ended, or was skipped after a failure upstream."""
-        status = outcome.status.value
-        line = f"{status:<9} {outcome.name}"
+        status = outcome.status._value_  # not .value: an enum property, read a thousand times
+        line = _STATUS_COLUMN[status] + outcome.name
         if outcome.duration is not None and outcome.ran:
             line += "  " + seconds(outcome.duration)
         if outcome.error is not None and status != "done":
