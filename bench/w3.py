@@ -8,7 +8,10 @@ DAG: 10 layers x 100 no-op steps; step (L, j), L >= 1, requires (L-1, j),
 - the same command again where it already ran (up to date: none run), both
   ways;
 - the same DAG as a ``dodo.py`` (``uptodate=[run_once]``) under
-  ``doit -f dodo.py``, in a fresh directory and again where it already ran;
+  ``doit -f dodo.py``, in a fresh directory and again where it already ran,
+  and (for information) a first run with ``--backend json``: doit's default
+  backend is the best ``dbm`` the Python has, ``dbm.dumb`` when it lacks
+  ``_gdbm`` and ``_dbm``, and the slowest of them;
 - each tool's fixed cost: a one-step file in a fresh directory, and
   ``python -c pass``.
 
@@ -231,13 +234,15 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
             after=fresh.remove if fresh is not None else None,
         )
 
-    def doit_row(name: str, fresh: Fresh | None, where: Path | None, ran: int, file: str) -> Row:
+    def doit_row(
+        name: str, fresh: Fresh | None, where: Path | None, ran: int, file: str, *options: str
+    ) -> Row:
         total = 1 if file == "dodo_one.py" else STEPS
 
         def call(_i: int) -> None:
             cwd = fresh.path if fresh is not None else where
             assert cwd is not None
-            out = run_command([doit, "-f", file], cwd, durable_env)
+            out = run_command([doit, *options, "-f", file], cwd, durable_env)
             check_doit(out, ran=ran, skipped=total - ran, what=name)
 
         return Row(
@@ -310,9 +315,20 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
             "dodo_one.py",
         ),
         Row("`python -c pass`", lambda _i: run_command([python, "-c", "pass"], base, durable_env)),
+        doit_row(
+            "`doit --backend json`, first run (info)",
+            Fresh(base, "doit-first-json", "dodo.py", DOIT_DAG),
+            None,
+            STEPS,
+            "dodo.py",
+            "--backend",
+            "json",
+        ),
     ]
     interleave(rows, warmup=warmup, timed=timed, progress="W3")
-    first, first_fast, doit_first, fresh_up, fresh_up_fast, doit_up, one, doit_one, bare = rows
+    first, first_fast, doit_first, fresh_up, fresh_up_fast, doit_up, one, doit_one, bare, json = (
+        rows
+    )
 
     body = [
         [row.name, ms(row.median), ms(min(row.samples)), ms(max(row.samples)), str(timed)]
@@ -341,6 +357,11 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
             fresh_up_fast.median / doit_up.median,
             None,
         ),
+        Ratio(
+            "`exp run` first, `EXPKIT_DURABLE=0` / `doit --backend json` first",
+            first_fast.median / json.median,
+            None,
+        ),
         Ratio("`exp` one-step / doit one-task (fixed costs)", one.median / doit_one.median, None),
         Ratio("`exp` one-step / `python -c pass`", one.median / bare.median, None),
     ]
@@ -364,9 +385,27 @@ def _run_all(base: Path, warmup: int, timed: int) -> Section:
                 f"up to date {per_step(doit_up, doit_one)}. "
                 f"Load average at the end: {loadavg()}."
             ),
+            (
+                f"doit's default dependency file here is `{default_dbm()}` (the first of "
+                "`dbm.gnu`, `dbm.ndbm`, `dbm.dumb` this Python has); `--backend json` "
+                "keeps it in one JSON file instead, which doit writes at its end."
+            ),
         ]
     )
     return Section("W3", markdown, ratios, ok=all(r.met is not False for r in ratios))
+
+
+def default_dbm() -> str:
+    """The module doit's default backend (``dbm``) opens new files with, in this Python."""
+    import importlib
+
+    for name in ("dbm.gnu", "dbm.ndbm"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        return name
+    return "dbm.dumb"
 
 
 def loadavg() -> str:
