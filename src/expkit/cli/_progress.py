@@ -156,9 +156,7 @@ class _Plain:
                 self.write_held()
             elif not self._timer_set:
                 self._timer_set = True
-                timer = threading.Timer(wait, self._on_timer)
-                timer.daemon = True  # the run's end writes what is left
-                timer.start()
+                self._start_timer(wait)
 
     def write_held(self) -> None:
         """Write the lines held so far, now."""
@@ -172,8 +170,19 @@ class _Plain:
             stream.write(text)
             stream.flush()
 
+    def _start_timer(self, wait: float) -> None:
+        timer = threading.Timer(wait, self._on_timer)
+        timer.daemon = True  # the run's end writes what is left
+        timer.start()
+
     def _on_timer(self) -> None:
         with self._lock:
+            wait = self._written + self._hold - time.monotonic()
+            if wait > 0 and self._lines:
+                # Written meanwhile (a flush found the last write old enough, or
+                # output came): these lines wait for their own tenth of a second.
+                self._start_timer(wait)
+                return
             self._timer_set = False
             self.write_held()
 
