@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from expkit import Environment, make, task
-from expkit._capture import MARKER, log_path
+from expkit._capture import MARKER, _Router, log_path
 
 EXECUTORS = ["sequential", "threads", "processes"]
 
@@ -93,3 +94,15 @@ def test_log_names_are_safe() -> None:
     root = Path("/r")
     assert log_path(root, "s[p=a/b]") == root / "logs" / "s[p=a%2Fb].log"
     assert log_path(root, "..") == root / "logs" / "%2E..log"
+
+
+def test_router_over_a_closed_stream_closes_quietly() -> None:
+    """A router collected after the stream it stood in for was closed raises nothing."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8")
+    router = _Router(stream)
+    router.write("shown\n")
+    router.flush()
+    assert raw.getvalue() == b"shown\n"
+    stream.close()
+    router.close()  # what collecting it does: it flushed the closed stream, a ValueError

@@ -182,8 +182,10 @@ class _Router(io.TextIOBase):
 
     def close(self) -> None:
         # Closing sys.stdout must not close the stream it stands in for, which
-        # whoever installed it still owns.
-        self.flush()
+        # whoever installed it still owns. Also called when this router is
+        # collected, maybe after that stream was closed: nothing to flush then.
+        if not getattr(self.target, "closed", False):
+            self.flush()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.target, name)
