@@ -121,10 +121,39 @@ class StepLog:
 _local = threading.local()
 _install_lock = threading.Lock()
 
-#: Called before each write through the routing streams, when set: a display
-#: that holds lines back (``exp run``'s plain lines) writes them out first, so
-#: they still come before what follows them.
+#: Called before each write through the routing streams and before this
+#: process starts a program, when set (see :func:`set_before_output`).
 before_output: Callable[[], None] | None = None
+#: The audit events of starting a program.
+_SPAWNS = frozenset(
+    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
+)
+_audited = False
+
+
+def set_before_output(hook: Callable[[], None] | None) -> None:
+    """Call ``hook`` before anything else reaches the terminal; ``None``: stop.
+
+    For a display that holds lines back (``exp run``'s plain lines): it writes
+    them out first, so they still come before what follows them. That is a
+    write through ``sys.stdout`` or ``sys.stderr``, or a program this process
+    starts, which writes to the terminal directly: Python raises an audit
+    event before it starts one, and a hook (installed once and for good, as
+    audit hooks are) calls ``hook`` then.
+    """
+    global before_output, _audited  # noqa: PLW0603 - one display per process
+    before_output = hook
+    if hook is not None and not _audited:
+        _audited = True
+        sys.addaudithook(_on_audit_event)
+
+
+def _on_audit_event(event: str, _args: tuple[object, ...]) -> None:
+    # Called for every audited event of the process: keep the common path short.
+    if event in _SPAWNS:
+        hook = before_output
+        if hook is not None:
+            hook()
 
 
 def _current() -> StepLog | None:

@@ -126,8 +126,8 @@ class _Plain:
       them when it is: a long step's start line shows within ``HOLD``;
     - before anything written through ``sys.stdout`` or ``sys.stderr`` (the
       step's own output, logging, a traceback);
-    - before this process starts a program (see :func:`_hold_for_programs`),
-      whose output would otherwise overtake them.
+    - before this process starts a program, whose output would otherwise
+      overtake them (see :func:`expkit._capture.set_before_output`).
 
     Only for steps run in this process: a worker process writes to the
     terminal itself, unseen, so with workers (``hold=False``) each flush
@@ -190,36 +190,6 @@ class _Plain:
 #: Seconds plain lines may be held (see :class:`_Plain`): a tenth, as tqdm's refresh.
 HOLD = 0.1
 
-_SPAWNS = frozenset(
-    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.fork", "os.forkpty"}
-)
-_holding: _Plain | None = None
-_audited = False
-
-
-def _hold_for_programs(plain: _Plain | None) -> None:
-    """Make ``plain`` write its held lines before this process starts a program.
-
-    A program a step starts writes to the terminal directly: its output would
-    overtake the step's held start line. Python raises an audit event before
-    it starts one; a hook (installed once, for good: the ``exp`` process is
-    ours) writes the held lines then. ``None``: no display holds lines.
-    """
-    global _holding, _audited  # noqa: PLW0603 - one display per process
-    _holding = plain
-    capture.before_output = None if plain is None else plain.write_held
-    if plain is not None and not _audited:
-        _audited = True
-        sys.addaudithook(_on_audit_event)
-
-
-def _on_audit_event(event: str, _args: tuple[object, ...]) -> None:
-    # Called for every audited event of the process: keep the common path short.
-    if event in _SPAWNS:
-        plain = _holding
-        if plain is not None:
-            plain.write_held()
-
 
 def _grouped(entries: Iterable[PlanEntry]) -> list[tuple[str, str, list[str]]]:
     """Consecutive instances of one sweep skipped for the same reason make one line."""
@@ -255,11 +225,11 @@ def display(*, quiet: bool, verbose: int, live: bool) -> Iterator[Observer | Non
         yield None
     elif not is_terminal():
         plain = _Plain(hold=live)
-        _hold_for_programs(plain)
+        capture.set_before_output(plain.write_held)
         try:
             yield Lines(plain, verbose=verbose)
         finally:
-            _hold_for_programs(None)
+            capture.set_before_output(None)
             plain.write_held()
     elif not live:
         from rich.console import Console
